@@ -1,0 +1,14 @@
+//! okta-postman-sync keeps a Postman team's membership in step with the people assigned to the
+//! Postman app in Okta, through Postman's SCIM 2.0 API.
+//!
+//! Layout (fetch, plan, apply are separate steps; the plan is a pure function):
+//! - [`model`]: domain types and id newtypes shared by every layer.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`retry`]: the one retry loop (backoff + `Retry-After`) both clients use.
+//! - [`okta`]: hand-written Okta Management API client (paging, rate limits, wire types).
+//! - [`scim`]: Postman SCIM client (pacing, retries, SCIM errors, wire types).
+//! - [`sim`]: stateful simulators of Okta and Postman on 127.0.0.1, used by tests and `demo`.
+
+pub mod metrics;
+pub mod model;
+pub mod retry;

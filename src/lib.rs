@@ -9,6 +9,8 @@
 //! - [`scim`]: Postman SCIM client (pacing, retries, SCIM errors, wire types).
 //! - [`sim`]: stateful simulators of Okta and Postman on 127.0.0.1, used by tests and `demo`.
 
+pub mod config;
 pub mod metrics;
 pub mod model;
+pub mod plan;
 pub mod retry;

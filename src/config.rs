@@ -1,0 +1,750 @@
+//! Configuration: the raw TOML shape (serde, unknown keys rejected) and its validation into
+//! [`Config`], whose values are known to be usable. Every error names the key and says how to fix
+//! it. Secrets never live in the TOML: they come from `*_file` keys, environment variables, or
+//! systemd credentials, and are only read when a command needs them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+/// Where the config is read from when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/okta-postman-sync/config.toml";
+pub const DEFAULT_SCIM_URL: &str = "https://api.getpostman.com/scim/v2";
+
+/// Environment variables that carry secrets when the `*_file` keys are not set.
+pub const OKTA_TOKEN_ENV: &str = "OKTA_API_TOKEN";
+pub const POSTMAN_KEY_ENV: &str = "POSTMAN_SCIM_API_KEY";
+/// Names of the systemd credentials (`LoadCredential=`) read from `$CREDENTIALS_DIRECTORY`.
+pub const OKTA_TOKEN_CREDENTIAL: &str = "okta-api-token";
+pub const POSTMAN_KEY_CREDENTIAL: &str = "postman-scim-api-key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}. Pass --config PATH or set OKTA_POSTMAN_SYNC_CONFIG")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+    #[error("{what} is not configured: {fix}")]
+    MissingSecret { what: &'static str, fix: String },
+    #[error("cannot read the secret file {path} (config key `{key}`): {source}")]
+    SecretFile {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            key,
+            problem: problem.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw shape: exactly the TOML, every key optional where a default exists, unknown keys rejected.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    okta: Option<RawOkta>,
+    postman: Option<RawPostman>,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    groups: RawGroups,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOkta {
+    org_url: Option<String>,
+    app_id: Option<String>,
+    api_token_file: Option<PathBuf>,
+    max_rate_share: Option<f64>,
+    page_size: Option<u32>,
+    timeout: Option<String>,
+    #[serde(default)]
+    mapping: RawMapping,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMapping {
+    user_name: Option<Vec<String>>,
+    given_name: Option<Vec<String>>,
+    family_name: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostman {
+    scim_url: Option<String>,
+    api_key_file: Option<PathBuf>,
+    auth_scheme: Option<String>,
+    writes_per_minute: Option<u32>,
+    reads_per_minute: Option<u32>,
+    max_in_flight: Option<usize>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    state_path: Option<PathBuf>,
+    max_deactivations: Option<usize>,
+    schedule: Option<String>,
+    jitter: Option<String>,
+    full_every: Option<String>,
+    stale_after: Option<String>,
+    quarantine_after: Option<u32>,
+    quarantine_for: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroups {
+    enabled: Option<bool>,
+    push: Option<Vec<String>>,
+    delete_removed: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated shape.
+
+/// Where a secret comes from; resolved to a value only by [`SecretSource::load`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    /// Environment variable, then `$CREDENTIALS_DIRECTORY/<credential>`.
+    EnvOrCredential {
+        env: &'static str,
+        credential: &'static str,
+    },
+}
+
+impl SecretSource {
+    /// Reads the secret. `key` names the config key for error messages.
+    pub fn load(&self, key: &'static str, what: &'static str) -> Result<SecretString, ConfigError> {
+        match self {
+            SecretSource::File(path) => read_secret_file(key, path),
+            SecretSource::EnvOrCredential { env, credential } => {
+                if let Ok(v) = std::env::var(env) {
+                    let v = v.trim().to_string();
+                    if !v.is_empty() {
+                        return Ok(SecretString::from(v));
+                    }
+                }
+                if let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY") {
+                    let path = Path::new(&dir).join(credential);
+                    if path.exists() {
+                        return read_secret_file(key, &path);
+                    }
+                }
+                Err(ConfigError::MissingSecret {
+                    what,
+                    fix: format!(
+                        "set `{key}` to a file holding it, or the environment variable {env}, \
+                         or provide the systemd credential `{credential}` (LoadCredential=)"
+                    ),
+                })
+            }
+        }
+    }
+}
+
+fn read_secret_file(key: &'static str, path: &Path) -> Result<SecretString, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        key,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("the file {} is empty", path.display()),
+        ));
+    }
+    Ok(SecretString::from(text.to_string()))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthSchemeSetting {
+    Raw,
+    Bearer,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct OktaConfig {
+    pub org_url: Url,
+    pub app_id: String,
+    pub token: SecretSource,
+    pub max_rate_share: f64,
+    pub page_size: u32,
+    pub timeout: Duration,
+    pub mapping_user_name: Vec<String>,
+    pub mapping_given_name: Vec<String>,
+    pub mapping_family_name: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PostmanConfig {
+    pub scim_url: Url,
+    pub api_key: SecretSource,
+    pub auth_scheme: AuthSchemeSetting,
+    pub writes_per_minute: u32,
+    pub reads_per_minute: u32,
+    pub max_in_flight: usize,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    pub state_path: PathBuf,
+    pub max_deactivations: usize,
+    /// Normalised to the 6/7-field form the `cron` crate parses.
+    pub schedule: String,
+    pub jitter: Duration,
+    pub full_every: Duration,
+    pub stale_after: Duration,
+    /// Consecutive permanent failures before a user is quarantined.
+    pub quarantine_after: u32,
+    /// How long a quarantined user waits before the next attempt.
+    pub quarantine_for: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct GroupsConfig {
+    pub enabled: bool,
+    /// Explicit Okta group ids or names; empty = the groups assigned to the app.
+    pub push: Vec<String>,
+    pub delete_removed: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub okta: OktaConfig,
+    pub postman: PostmanConfig,
+    pub sync: SyncConfig,
+    pub groups: GroupsConfig,
+    pub listen: Option<SocketAddr>,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads and validates the config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Validates config text. Never panics, whatever the input.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+        let okta = raw.okta.ok_or_else(|| {
+            ConfigError::invalid(
+                "okta",
+                "the [okta] section is missing (org_url and app_id are required)",
+            )
+        })?;
+        let org_url = parse_url(
+            "okta.org_url",
+            okta.org_url.as_deref().ok_or_else(|| {
+                ConfigError::invalid(
+                    "okta.org_url",
+                    "is required, e.g. \"https://acme.okta.com\"",
+                )
+            })?,
+        )?;
+        let app_id = okta
+            .app_id
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "okta.app_id",
+                    "is required: the id of the Postman app in Okta (Applications > Postman, the `0oa...` id in the URL)",
+                )
+            })?;
+        if !app_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(ConfigError::invalid(
+                "okta.app_id",
+                format!(
+                    "{app_id:?} is not an Okta app id (letters and digits only, like 0oa1b2c3d4)"
+                ),
+            ));
+        }
+        let max_rate_share = okta.max_rate_share.unwrap_or(0.5);
+        if !(max_rate_share > 0.0 && max_rate_share <= 1.0) {
+            return Err(ConfigError::invalid(
+                "okta.max_rate_share",
+                format!("{max_rate_share} is out of range: use a share in (0, 1], e.g. 0.5"),
+            ));
+        }
+        let page_size = okta.page_size.unwrap_or(500);
+        if !(1..=500).contains(&page_size) {
+            return Err(ConfigError::invalid(
+                "okta.page_size",
+                format!("{page_size} is out of range: Okta accepts 1..=500 for app users"),
+            ));
+        }
+        let okta_cfg = OktaConfig {
+            org_url,
+            app_id,
+            token: okta.api_token_file.map(SecretSource::File).unwrap_or(
+                SecretSource::EnvOrCredential {
+                    env: OKTA_TOKEN_ENV,
+                    credential: OKTA_TOKEN_CREDENTIAL,
+                },
+            ),
+            max_rate_share,
+            page_size,
+            timeout: parse_duration(
+                "okta.timeout",
+                okta.timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
+            mapping_user_name: mapping_chain(
+                "okta.mapping.user_name",
+                okta.mapping.user_name,
+                &["app.credentials.userName", "user.profile.login"],
+            )?,
+            mapping_given_name: mapping_chain(
+                "okta.mapping.given_name",
+                okta.mapping.given_name,
+                &["app.profile.firstName", "user.profile.firstName"],
+            )?,
+            mapping_family_name: mapping_chain(
+                "okta.mapping.family_name",
+                okta.mapping.family_name,
+                &["app.profile.lastName", "user.profile.lastName"],
+            )?,
+        };
+
+        let postman = raw.postman.ok_or_else(|| {
+            ConfigError::invalid(
+                "postman",
+                "the [postman] section is missing (api_key_file or POSTMAN_SCIM_API_KEY is needed)",
+            )
+        })?;
+        let scim_url = parse_url(
+            "postman.scim_url",
+            postman.scim_url.as_deref().unwrap_or(DEFAULT_SCIM_URL),
+        )?;
+        let auth_scheme = match postman.auth_scheme.as_deref().unwrap_or("raw") {
+            "raw" => AuthSchemeSetting::Raw,
+            "bearer" => AuthSchemeSetting::Bearer,
+            other => {
+                return Err(ConfigError::invalid(
+                    "postman.auth_scheme",
+                    format!("{other:?} is not supported: use \"raw\" (the key as the whole Authorization value) or \"bearer\""),
+                ))
+            }
+        };
+        let writes_per_minute = postman.writes_per_minute.unwrap_or(180);
+        if writes_per_minute == 0 {
+            return Err(ConfigError::invalid(
+                "postman.writes_per_minute",
+                "must be at least 1 (Postman allows 180)",
+            ));
+        }
+        let reads_per_minute = postman.reads_per_minute.unwrap_or(300);
+        if reads_per_minute == 0 {
+            return Err(ConfigError::invalid(
+                "postman.reads_per_minute",
+                "must be at least 1 (Postman allows 300)",
+            ));
+        }
+        let max_in_flight = postman.max_in_flight.unwrap_or(4);
+        if !(1..=64).contains(&max_in_flight) {
+            return Err(ConfigError::invalid(
+                "postman.max_in_flight",
+                format!("{max_in_flight} is out of range: use 1..=64"),
+            ));
+        }
+        let postman_cfg = PostmanConfig {
+            scim_url,
+            api_key: postman.api_key_file.map(SecretSource::File).unwrap_or(
+                SecretSource::EnvOrCredential {
+                    env: POSTMAN_KEY_ENV,
+                    credential: POSTMAN_KEY_CREDENTIAL,
+                },
+            ),
+            auth_scheme,
+            writes_per_minute,
+            reads_per_minute,
+            max_in_flight,
+            timeout: parse_duration(
+                "postman.timeout",
+                postman.timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
+        };
+
+        let sync = raw.sync;
+        let schedule = normalise_schedule(sync.schedule.as_deref().unwrap_or("0 */15 * * * *"))?;
+        let full_every = parse_duration(
+            "sync.full_every",
+            sync.full_every.as_deref(),
+            Duration::from_secs(24 * 3600),
+        )?;
+        let stale_after = parse_duration(
+            "sync.stale_after",
+            sync.stale_after.as_deref(),
+            Duration::from_secs(2 * 3600),
+        )?;
+        let sync_cfg = SyncConfig {
+            state_path: sync
+                .state_path
+                .unwrap_or_else(|| PathBuf::from("/var/lib/okta-postman-sync/state.db")),
+            max_deactivations: sync.max_deactivations.unwrap_or(25),
+            schedule,
+            jitter: parse_duration("sync.jitter", sync.jitter.as_deref(), Duration::ZERO)?,
+            full_every,
+            stale_after,
+            quarantine_after: sync.quarantine_after.unwrap_or(3).max(1),
+            quarantine_for: parse_duration(
+                "sync.quarantine_for",
+                sync.quarantine_for.as_deref(),
+                Duration::from_secs(24 * 3600),
+            )?,
+        };
+        if sync_cfg.state_path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("sync.state_path", "must not be empty"));
+        }
+
+        let groups = GroupsConfig {
+            enabled: raw.groups.enabled.unwrap_or(true),
+            push: raw.groups.push.unwrap_or_default(),
+            delete_removed: raw.groups.delete_removed.unwrap_or(false),
+        };
+
+        let listen = match raw.server.listen {
+            None => None,
+            Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::invalid(
+                    "server.listen",
+                    format!("{s:?} is not an address:port, e.g. \"0.0.0.0:9464\""),
+                )
+            })?),
+        };
+
+        let log_level = raw.log.level.unwrap_or_else(|| "info".to_string());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(ConfigError::invalid(
+                "log.level",
+                format!(
+                    "{log_level:?} is not a level or filter: use error, warn, info, debug or trace"
+                ),
+            ));
+        }
+        let log_format = match raw.log.format.as_deref().unwrap_or("pretty") {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::invalid(
+                    "log.format",
+                    format!("{other:?} is not supported: use \"pretty\" or \"json\""),
+                ))
+            }
+        };
+
+        Ok(Config {
+            okta: okta_cfg,
+            postman: postman_cfg,
+            sync: sync_cfg,
+            groups,
+            listen,
+            log_level,
+            log_format,
+        })
+    }
+}
+
+/// Parses a base URL; plain `http://` is refused unless the host is loopback (tests, demo).
+fn parse_url(key: &'static str, value: &str) -> Result<Url, ConfigError> {
+    let trimmed = value.trim().trim_end_matches('/');
+    let url = Url::parse(trimmed)
+        .map_err(|e| ConfigError::invalid(key, format!("{value:?} is not a URL ({e})")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if !loopback {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{value:?} uses plain http: use https (http is only allowed for 127.0.0.1/localhost)"),
+                ));
+            }
+        }
+        other => {
+            return Err(ConfigError::invalid(
+                key,
+                format!("scheme {other:?} is not supported: use https"),
+            ))
+        }
+    }
+    if url.host().is_none() {
+        return Err(ConfigError::invalid(key, format!("{value:?} has no host")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            "must not carry credentials; use the secret files",
+        ));
+    }
+    Ok(url)
+}
+
+fn parse_duration(
+    key: &'static str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+            ConfigError::invalid(
+                key,
+                format!("{s:?} is not a duration ({e}); write e.g. \"30s\", \"15m\", \"24h\""),
+            )
+        }),
+    }
+}
+
+fn mapping_chain(
+    key: &'static str,
+    value: Option<Vec<String>>,
+    default: &[&str],
+) -> Result<Vec<String>, ConfigError> {
+    let chain = value.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect());
+    if chain.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            "must list at least one source, e.g. [\"user.profile.login\"]",
+        ));
+    }
+    for source in &chain {
+        let ok = source == "app.credentials.userName"
+            || source
+                .strip_prefix("app.profile.")
+                .or_else(|| source.strip_prefix("user.profile."))
+                .is_some_and(|attr| {
+                    !attr.is_empty() && attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+        if !ok {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{source:?} is not a source: use app.credentials.userName, app.profile.<attr> or user.profile.<attr>"),
+            ));
+        }
+    }
+    Ok(chain)
+}
+
+/// Accepts the 6-field cron form (with seconds) and the common 5-field crontab form (a `0`
+/// seconds field is prepended), and checks it with the `cron` crate.
+pub fn normalise_schedule(expr: &str) -> Result<String, ConfigError> {
+    let fields = expr.split_whitespace().count();
+    let normalised = match fields {
+        5 => format!("0 {}", expr.trim()),
+        6 | 7 => expr.trim().to_string(),
+        _ => {
+            return Err(ConfigError::invalid(
+                "sync.schedule",
+                format!("{expr:?} has {fields} fields: use 5 (\"*/15 * * * *\") or 6 with seconds (\"0 */15 * * * *\")"),
+            ))
+        }
+    };
+    normalised.parse::<cron::Schedule>().map_err(|e| {
+        ConfigError::invalid(
+            "sync.schedule",
+            format!("{expr:?} is not a cron expression: {e}"),
+        )
+    })?;
+    Ok(normalised)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [okta]
+        org_url = "https://acme.okta.com"
+        app_id = "0oa1abc"
+        [postman]
+    "#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text)
+            .expect_err("should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(
+            c.postman.scim_url.as_str(),
+            "https://api.getpostman.com/scim/v2"
+        );
+        assert_eq!(c.postman.writes_per_minute, 180);
+        assert_eq!(c.postman.reads_per_minute, 300);
+        assert_eq!(c.postman.auth_scheme, AuthSchemeSetting::Raw);
+        assert_eq!(c.sync.max_deactivations, 25);
+        assert_eq!(c.okta.max_rate_share, 0.5);
+        assert_eq!(c.log_format, LogFormat::Pretty);
+        assert!(c.listen.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let e = err(&format!("{MINIMAL}\nwrites_per_minut = 10\n"));
+        assert!(e.contains("writes_per_minut"), "{e}");
+        let e = err("[okta]\norg_url = \"https://a.okta.com\"\napp_id = \"0oa1\"\napi_token = \"secret\"\n[postman]\n");
+        assert!(e.contains("api_token"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("auth_scheme = \"basic\"", "postman.auth_scheme"),
+            ("writes_per_minute = 0", "postman.writes_per_minute"),
+            (
+                "scim_url = \"http://api.getpostman.com/scim/v2\"",
+                "postman.scim_url",
+            ),
+            ("timeout = \"soon\"", "postman.timeout"),
+        ];
+        for (line, key) in cases {
+            let text = MINIMAL.replace("[postman]", &format!("[postman]\n{line}"));
+            let e = err(&text);
+            assert!(e.contains(key), "{line}: {e}");
+        }
+        let e = err(&MINIMAL.replace("https://acme.okta.com", "http://acme.okta.com"));
+        assert!(e.contains("okta.org_url") && e.contains("https"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[sync]\nschedule = \"every day\"\n"));
+        assert!(e.contains("sync.schedule"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[log]\nformat = \"xml\"\n"));
+        assert!(e.contains("log.format"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[server]\nlisten = \"nowhere\"\n"));
+        assert!(e.contains("server.listen"), "{e}");
+        let e = err(&MINIMAL.replace("app_id = \"0oa1abc\"", "app_id = \"../x\""));
+        assert!(e.contains("okta.app_id"), "{e}");
+        let e = err("[okta]\norg_url = \"https://a.okta.com\"\napp_id = \"0oa1\"\n[okta.mapping]\nuser_name = [\"profile.x\"]\n[postman]\n");
+        assert!(e.contains("okta.mapping.user_name"), "{e}");
+    }
+
+    #[test]
+    fn loopback_http_is_allowed_for_tests() {
+        let text = MINIMAL
+            .replace("https://acme.okta.com", "http://127.0.0.1:8080")
+            .replace(
+                "[postman]",
+                "[postman]\nscim_url = \"http://localhost:9/scim/v2/\"",
+            );
+        let c = Config::parse(&text).expect("loopback http is fine");
+        assert_eq!(c.postman.scim_url.as_str(), "http://localhost:9/scim/v2");
+    }
+
+    #[test]
+    fn five_and_six_field_schedules_are_accepted() {
+        assert_eq!(
+            normalise_schedule("*/15 * * * *").expect("5 fields"),
+            "0 */15 * * * *"
+        );
+        assert_eq!(
+            normalise_schedule("30 0 3 * * *").expect("6 fields"),
+            "30 0 3 * * *"
+        );
+        assert!(normalise_schedule("* *").is_err());
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_are_trimmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        std::fs::write(&path, "PMAK-secret\n").expect("write");
+        let s = SecretSource::File(path)
+            .load("postman.api_key_file", "the Postman SCIM API key")
+            .expect("read");
+        use secrecy::ExposeSecret;
+        assert_eq!(s.expose_secret(), "PMAK-secret");
+        let missing = SecretSource::File(dir.path().join("nope"))
+            .load("postman.api_key_file", "the Postman SCIM API key")
+            .expect_err("missing");
+        assert!(missing.to_string().contains("postman.api_key_file"));
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics() {
+        for text in [
+            "",
+            "[",
+            "okta = 1",
+            "[okta]\norg_url = 5",
+            "\u{0}\u{1}",
+            "[[okta]]",
+            "[okta]\nmax_rate_share = nan\n",
+        ] {
+            let _ = Config::parse(text);
+        }
+    }
+}

@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod retry;
+pub mod store;

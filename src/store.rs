@@ -1,0 +1,1061 @@
+//! The SQLite state: the snapshot of what we last pushed per Okta user, the write-ahead journal
+//! of SCIM writes, the per-user failure record (quarantine), the unmanaged members seen on the
+//! last full run, and the history of runs. Versioned, transactional migrations. This module owns
+//! the schema and never talks to a network; it is synchronous (callers in async code use
+//! `spawn_blocking` or hold it briefly). An unreadable, read-only, locked or corrupt file is an
+//! error naming the file and the fix, never a silent fresh start.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+use serde::Serialize;
+
+use crate::model::{ManagedUser, OktaUserId, ScimUserId, UserAttrs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state database {path} is corrupt or not a SQLite database ({detail}). Restore it from a backup, or move it aside to start over (the next run is then a full run that adopts existing Postman members)")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("the state database {path} is read-only ({detail}). Make it and its directory writable by this service's user")]
+    ReadOnly { path: PathBuf, detail: String },
+    #[error("the state database {path} cannot be opened ({detail}). Check that the path exists and is readable and writable by this service's user")]
+    Unreadable { path: PathBuf, detail: String },
+    #[error("the state database {path} is locked by another process ({detail}). Only one okta-postman-sync may use a state file at a time")]
+    Busy { path: PathBuf, detail: String },
+    #[error("another okta-postman-sync process{pid} is using the state {path}; only one writer per state database is allowed. Stop it (or wait for it to finish) and retry")]
+    HeldByOther { path: PathBuf, pid: String },
+    #[error("the state database {path} has schema version {found}, newer than this binary understands ({known}). Upgrade okta-postman-sync")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("state database {path}: {detail}")]
+    Sqlite { path: PathBuf, detail: String },
+    #[error("state database {path}: a stored value is invalid ({detail})")]
+    BadValue { path: PathBuf, detail: String },
+}
+
+impl StoreError {
+    fn from_sqlite(path: &Path, e: rusqlite::Error) -> Self {
+        let path = path.to_path_buf();
+        let detail = e.to_string();
+        match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+                StoreError::Corrupt { path, detail }
+            }
+            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly { path, detail },
+            Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) => {
+                StoreError::Unreadable { path, detail }
+            }
+            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+                StoreError::Busy { path, detail }
+            }
+            _ => StoreError::Sqlite { path, detail },
+        }
+    }
+}
+
+/// Schema migrations, applied in order, each in its own transaction together with the bump of
+/// `PRAGMA user_version`, so the store is never left half-migrated.
+const MIGRATIONS: &[&str] = &[
+    // 1: snapshot, journal, failures, unmanaged members, runs.
+    r#"
+    CREATE TABLE users (
+        okta_id     TEXT PRIMARY KEY,
+        scim_id     TEXT NOT NULL UNIQUE,
+        user_name   TEXT NOT NULL,
+        given_name  TEXT NOT NULL,
+        family_name TEXT NOT NULL,
+        active      INTEGER NOT NULL CHECK (active IN (0, 1)),
+        updated_at  TEXT NOT NULL
+    );
+    CREATE TABLE journal (
+        id         INTEGER PRIMARY KEY,
+        run_id     TEXT NOT NULL,
+        okta_id    TEXT NOT NULL,
+        op         TEXT NOT NULL,
+        user_name  TEXT NOT NULL,
+        payload    TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('intended', 'done', 'failed', 'resolved', 'abandoned')),
+        scim_id    TEXT,
+        error      TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX journal_open ON journal (state) WHERE state = 'intended';
+    CREATE TABLE failures (
+        okta_id       TEXT PRIMARY KEY,
+        user_name     TEXT NOT NULL,
+        op            TEXT NOT NULL,
+        error         TEXT NOT NULL,
+        permanent     INTEGER NOT NULL,
+        attempts      INTEGER NOT NULL,
+        first_failed  TEXT NOT NULL,
+        last_failed   TEXT NOT NULL,
+        retry_after   TEXT
+    );
+    CREATE TABLE unmanaged (
+        scim_id   TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL,
+        active    INTEGER NOT NULL
+    );
+    CREATE TABLE runs (
+        run_id      TEXT PRIMARY KEY,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        full        INTEGER NOT NULL,
+        outcome     TEXT,
+        counts      TEXT,
+        errors      TEXT
+    );
+    "#,
+];
+
+/// One row of the journal that was intended but never confirmed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingWrite {
+    pub id: i64,
+    pub run_id: String,
+    pub okta_id: OktaUserId,
+    pub op: String,
+    pub user_name: String,
+    pub payload: String,
+}
+
+/// What a failed operation left behind for a user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FailureRecord {
+    pub okta_id: String,
+    pub user_name: String,
+    pub op: String,
+    pub error: String,
+    pub permanent: bool,
+    pub attempts: u32,
+    pub first_failed: String,
+    pub last_failed: String,
+    /// Set when quarantined: no new attempt before this time.
+    pub retry_after: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub full: bool,
+    pub outcome: Option<String>,
+    pub counts: Option<serde_json::Value>,
+    pub errors: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnmanagedRecord {
+    pub scim_id: String,
+    pub user_name: String,
+    pub active: bool,
+}
+
+/// How a snapshot row changes when a journalled write is confirmed.
+#[derive(Clone, Debug)]
+pub enum SnapshotChange {
+    Upsert(ManagedUser),
+    SetActive {
+        okta_id: OktaUserId,
+        active: bool,
+    },
+    SetAttrs {
+        okta_id: OktaUserId,
+        attrs: UserAttrs,
+    },
+    Forget(OktaUserId),
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Store {
+    /// Opens the state database, creating it when the file does not exist (a first run), and
+    /// migrates it. An existing file that cannot be used is an error, never replaced.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let exists = path.exists();
+        if !exists {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.exists() {
+                    return Err(StoreError::Unreadable {
+                        path: path.to_path_buf(),
+                        detail: format!("the directory {} does not exist", dir.display()),
+                    });
+                }
+            }
+        }
+        let flags = if exists {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| StoreError::from_sqlite(path, e))?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure(true)?;
+        store.check_integrity()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing state database without writing anything (dry runs, `status`).
+    /// `Ok(None)` when the file does not exist.
+    pub fn open_read_only(path: &Path) -> Result<Option<Self>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::from_sqlite(path, e))?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store
+            .conn
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| store.err(e))?;
+        store.check_integrity()?;
+        let version = store.schema_version()?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known: MIGRATIONS.len() as i64,
+            });
+        }
+        if version < MIGRATIONS.len() as i64 {
+            return Err(StoreError::Sqlite {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "schema version {version} needs a migration; run a reconcile without --dry-run first"
+                ),
+            });
+        }
+        Ok(Some(store))
+    }
+
+    /// An in-memory store for tests and the demo.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| StoreError::from_sqlite(&path, e))?;
+        let mut store = Store { conn, path };
+        store.configure(false)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::from_sqlite(&self.path, e)
+    }
+
+    fn configure(&mut self, wal: bool) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| self.err(e))?;
+        if wal {
+            // WAL: readers (status, /status) never block the writer. synchronous=FULL: a
+            // confirmed journal entry survives a power cut, not just a crash.
+            self.conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| self.err(e))?;
+        }
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn check_integrity(&self) -> Result<(), StoreError> {
+        let result: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if result != "ok" {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: result,
+            });
+        }
+        Ok(())
+    }
+
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version = self.schema_version()?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let path = self.path.clone();
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(|e| StoreError::from_sqlite(&path, e))?;
+            tx.execute_batch(sql)
+                .map_err(|e| StoreError::from_sqlite(&path, e))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(|e| StoreError::from_sqlite(&path, e))?;
+            tx.commit().map_err(|e| StoreError::from_sqlite(&path, e))?;
+        }
+        Ok(())
+    }
+
+    // ---- snapshot ---------------------------------------------------------------------------
+
+    /// Every managed user, keyed by Okta id.
+    pub fn snapshot(&self) -> Result<BTreeMap<OktaUserId, ManagedUser>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT okta_id, scim_id, user_name, given_name, family_name, active FROM users",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ManagedUser {
+                    okta_id: OktaUserId(r.get(0)?),
+                    scim_id: ScimUserId(r.get(1)?),
+                    attrs: UserAttrs {
+                        user_name: r.get(2)?,
+                        given_name: r.get(3)?,
+                        family_name: r.get(4)?,
+                    },
+                    active: r.get::<_, i64>(5)? != 0,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let m = row.map_err(|e| self.err(e))?;
+            out.insert(m.okta_id.clone(), m);
+        }
+        Ok(out)
+    }
+
+    pub fn managed_counts(&self) -> Result<(i64, i64), StoreError> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE(SUM(active), 0), COALESCE(SUM(1 - active), 0) FROM users",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    fn apply_change(
+        tx: &rusqlite::Transaction<'_>,
+        change: &SnapshotChange,
+        now: &str,
+    ) -> rusqlite::Result<()> {
+        match change {
+            SnapshotChange::Upsert(m) => {
+                // A SCIM id belongs to one Okta user: drop a stale link first.
+                tx.execute(
+                    "DELETE FROM users WHERE scim_id = ?1 AND okta_id <> ?2",
+                    params![m.scim_id.0, m.okta_id.0],
+                )?;
+                tx.execute(
+                    "INSERT INTO users (okta_id, scim_id, user_name, given_name, family_name, active, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (okta_id) DO UPDATE SET scim_id = excluded.scim_id,
+                        user_name = excluded.user_name, given_name = excluded.given_name,
+                        family_name = excluded.family_name, active = excluded.active,
+                        updated_at = excluded.updated_at",
+                    params![
+                        m.okta_id.0,
+                        m.scim_id.0,
+                        m.attrs.user_name,
+                        m.attrs.given_name,
+                        m.attrs.family_name,
+                        m.active as i64,
+                        now
+                    ],
+                )?;
+            }
+            SnapshotChange::SetActive { okta_id, active } => {
+                tx.execute(
+                    "UPDATE users SET active = ?2, updated_at = ?3 WHERE okta_id = ?1",
+                    params![okta_id.0, *active as i64, now],
+                )?;
+            }
+            SnapshotChange::SetAttrs { okta_id, attrs } => {
+                tx.execute(
+                    "UPDATE users SET user_name = ?2, given_name = ?3, family_name = ?4, updated_at = ?5 WHERE okta_id = ?1",
+                    params![okta_id.0, attrs.user_name, attrs.given_name, attrs.family_name, now],
+                )?;
+            }
+            SnapshotChange::Forget(okta_id) => {
+                tx.execute("DELETE FROM users WHERE okta_id = ?1", params![okta_id.0])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies snapshot changes that need no SCIM write (adoptions, forgetting vanished
+    /// accounts, refreshing from a full read) in one transaction.
+    pub fn apply_changes(
+        &mut self,
+        changes: &[SnapshotChange],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let now = ts(now);
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| StoreError::from_sqlite(&path, e))?;
+        for c in changes {
+            Self::apply_change(&tx, c, &now).map_err(|e| StoreError::from_sqlite(&path, e))?;
+        }
+        tx.commit().map_err(|e| StoreError::from_sqlite(&path, e))
+    }
+
+    // ---- journal ----------------------------------------------------------------------------
+
+    /// Records a SCIM write as intended, before it is sent. Returns the journal id.
+    pub fn journal_intend(
+        &mut self,
+        run_id: &str,
+        okta_id: &OktaUserId,
+        op: &str,
+        user_name: &str,
+        payload: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let now = ts(now);
+        self.conn
+            .execute(
+                "INSERT INTO journal (run_id, okta_id, op, user_name, payload, state, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'intended', ?6, ?6)",
+                params![run_id, okta_id.0, op, user_name, payload, now],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Confirms a journalled write: marks it done (with the SCIM id), applies its snapshot
+    /// change and clears the user's failure record, all in one transaction.
+    pub fn journal_done(
+        &mut self,
+        id: i64,
+        scim_id: Option<&ScimUserId>,
+        changes: &[SnapshotChange],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.close_journal(id, "done", scim_id, None, changes, now)
+    }
+
+    /// Closes an intended write found after a crash: `resolved` (it happened, snapshot updated)
+    /// or `abandoned` (it did not, or it is idempotent and will be planned again).
+    pub fn journal_resolve(
+        &mut self,
+        id: i64,
+        resolved: bool,
+        scim_id: Option<&ScimUserId>,
+        changes: &[SnapshotChange],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let state = if resolved { "resolved" } else { "abandoned" };
+        self.close_journal(id, state, scim_id, None, changes, now)
+    }
+
+    fn close_journal(
+        &mut self,
+        id: i64,
+        state: &str,
+        scim_id: Option<&ScimUserId>,
+        error: Option<&str>,
+        changes: &[SnapshotChange],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let now = ts(now);
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| StoreError::from_sqlite(&path, e))?;
+        let okta_id: Option<String> = tx
+            .query_row(
+                "SELECT okta_id FROM journal WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| StoreError::from_sqlite(&path, e))?;
+        tx.execute(
+            "UPDATE journal SET state = ?2, scim_id = COALESCE(?3, scim_id), error = ?4, updated_at = ?5 WHERE id = ?1",
+            params![id, state, scim_id.map(|s| s.0.as_str()), error, now],
+        )
+        .map_err(|e| StoreError::from_sqlite(&path, e))?;
+        for c in changes {
+            Self::apply_change(&tx, c, &now).map_err(|e| StoreError::from_sqlite(&path, e))?;
+        }
+        if state == "done" || state == "resolved" {
+            if let Some(okta_id) = okta_id {
+                tx.execute("DELETE FROM failures WHERE okta_id = ?1", params![okta_id])
+                    .map_err(|e| StoreError::from_sqlite(&path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| StoreError::from_sqlite(&path, e))
+    }
+
+    /// Records a failed write and updates the user's failure record. A user whose permanent
+    /// failures reach `quarantine_after` is quarantined until `now + quarantine_for`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn journal_failed(
+        &mut self,
+        id: i64,
+        okta_id: &OktaUserId,
+        user_name: &str,
+        op: &str,
+        error: &str,
+        permanent: bool,
+        quarantine_after: u32,
+        quarantine_for: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let now_s = ts(now);
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| StoreError::from_sqlite(&path, e))?;
+        tx.execute(
+            "UPDATE journal SET state = 'failed', error = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, error, now_s],
+        )
+        .map_err(|e| StoreError::from_sqlite(&path, e))?;
+        let attempts: u32 = tx
+            .query_row(
+                "SELECT attempts FROM failures WHERE okta_id = ?1 AND permanent = ?2",
+                params![okta_id.0, permanent as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| StoreError::from_sqlite(&path, e))?
+            .unwrap_or(0)
+            + 1;
+        let retry_after = (permanent && attempts >= quarantine_after).then(|| {
+            ts(now
+                + ChronoDuration::from_std(quarantine_for)
+                    .unwrap_or_else(|_| ChronoDuration::hours(24)))
+        });
+        tx.execute(
+            "INSERT INTO failures (okta_id, user_name, op, error, permanent, attempts, first_failed, last_failed, retry_after)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
+             ON CONFLICT (okta_id) DO UPDATE SET user_name = excluded.user_name, op = excluded.op,
+                error = excluded.error, permanent = excluded.permanent, attempts = excluded.attempts,
+                last_failed = excluded.last_failed, retry_after = excluded.retry_after",
+            params![okta_id.0, user_name, op, error, permanent as i64, attempts, now_s, retry_after],
+        )
+        .map_err(|e| StoreError::from_sqlite(&path, e))?;
+        tx.commit().map_err(|e| StoreError::from_sqlite(&path, e))
+    }
+
+    /// Writes intended but never confirmed (the process died, or the outcome was unknown).
+    pub fn journal_pending(&self) -> Result<Vec<PendingWrite>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, run_id, okta_id, op, user_name, payload FROM journal WHERE state = 'intended' ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PendingWrite {
+                    id: r.get(0)?,
+                    run_id: r.get(1)?,
+                    okta_id: OktaUserId(r.get(2)?),
+                    op: r.get(3)?,
+                    user_name: r.get(4)?,
+                    payload: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Number of journal rows in each state (for tests and `status`).
+    pub fn journal_counts(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, COUNT(*) FROM journal GROUP BY state")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<BTreeMap<_, _>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Drops confirmed journal rows older than `before` (the journal is not an audit log).
+    pub fn journal_prune(&mut self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM journal WHERE state <> 'intended' AND updated_at < ?1",
+                params![ts(before)],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    // ---- failures / quarantine -------------------------------------------------------------
+
+    /// Users quarantined at `now`, with the reason.
+    pub fn quarantined(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<OktaUserId, String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT okta_id, op, error, retry_after FROM failures WHERE retry_after IS NOT NULL AND retry_after > ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![ts(now)], |r| {
+                Ok((
+                    OktaUserId(r.get(0)?),
+                    format!(
+                        "quarantined until {} after repeated failures of {}: {}",
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?
+                    ),
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<BTreeMap<_, _>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn failures(&self) -> Result<Vec<FailureRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT okta_id, user_name, op, error, permanent, attempts, first_failed, last_failed, retry_after
+                 FROM failures ORDER BY user_name",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(FailureRecord {
+                    okta_id: r.get(0)?,
+                    user_name: r.get(1)?,
+                    op: r.get(2)?,
+                    error: r.get(3)?,
+                    permanent: r.get::<_, i64>(4)? != 0,
+                    attempts: r.get(5)?,
+                    first_failed: r.get(6)?,
+                    last_failed: r.get(7)?,
+                    retry_after: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    // ---- unmanaged members ------------------------------------------------------------------
+
+    pub fn replace_unmanaged(&mut self, members: &[UnmanagedRecord]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| StoreError::from_sqlite(&path, e))?;
+        tx.execute("DELETE FROM unmanaged", [])
+            .map_err(|e| StoreError::from_sqlite(&path, e))?;
+        {
+            let mut stmt = tx
+                .prepare("INSERT OR REPLACE INTO unmanaged (scim_id, user_name, active) VALUES (?1, ?2, ?3)")
+                .map_err(|e| StoreError::from_sqlite(&path, e))?;
+            for m in members {
+                stmt.execute(params![m.scim_id, m.user_name, m.active as i64])
+                    .map_err(|e| StoreError::from_sqlite(&path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| StoreError::from_sqlite(&path, e))
+    }
+
+    pub fn unmanaged(&self) -> Result<Vec<UnmanagedRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT scim_id, user_name, active FROM unmanaged ORDER BY user_name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(UnmanagedRecord {
+                    scim_id: r.get(0)?,
+                    user_name: r.get(1)?,
+                    active: r.get::<_, i64>(2)? != 0,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    // ---- runs -------------------------------------------------------------------------------
+
+    pub fn run_started(
+        &mut self,
+        run_id: &str,
+        started: DateTime<Utc>,
+        full: bool,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (run_id, started_at, full) VALUES (?1, ?2, ?3)",
+                params![run_id, ts(started), full as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn run_finished(
+        &mut self,
+        run_id: &str,
+        finished: DateTime<Utc>,
+        outcome: &str,
+        counts: &serde_json::Value,
+        errors: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, outcome = ?3, counts = ?4, errors = ?5 WHERE run_id = ?1",
+                params![run_id, ts(finished), outcome, counts.to_string(), errors.to_string()],
+            )
+            .map_err(|e| self.err(e))?;
+        // Keep the history bounded.
+        self.conn
+            .execute(
+                "DELETE FROM runs WHERE run_id NOT IN (SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 500)",
+                [],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn last_runs(&self, n: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run_id, started_at, finished_at, full, outcome, counts, errors FROM runs
+                 ORDER BY started_at DESC LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![n as i64], |r| {
+                let counts: Option<String> = r.get(5)?;
+                let errors: Option<String> = r.get(6)?;
+                Ok(RunRecord {
+                    run_id: r.get(0)?,
+                    started_at: r.get(1)?,
+                    finished_at: r.get(2)?,
+                    full: r.get::<_, i64>(3)? != 0,
+                    outcome: r.get(4)?,
+                    counts: counts.and_then(|c| serde_json::from_str(&c).ok()),
+                    errors: errors.and_then(|c| serde_json::from_str(&c).ok()),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    fn last_time(&self, sql: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let s: Option<String> = self
+            .conn
+            .query_row(sql, [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?
+            .flatten();
+        match s {
+            None => Ok(None),
+            Some(s) => DateTime::parse_from_rfc3339(&s)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|e| StoreError::BadValue {
+                    path: self.path.clone(),
+                    detail: format!("run time {s:?}: {e}"),
+                }),
+        }
+    }
+
+    /// End of the last run that converged (`ok`).
+    pub fn last_success(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.last_time("SELECT MAX(finished_at) FROM runs WHERE outcome = 'ok'")
+    }
+
+    /// Start of the last full run that read all of Postman successfully.
+    pub fn last_full_run(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.last_time(
+            "SELECT MAX(started_at) FROM runs WHERE full = 1 AND outcome IN ('ok', 'partial')",
+        )
+    }
+}
+
+/// The single-writer lock: an exclusive OS file lock on `<state_path>.lock`, held for as long
+/// as the value lives. The kernel releases it when the process dies, even on `kill -9`.
+pub struct StateLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl StateLock {
+    pub fn acquire(state_path: &Path) -> Result<Self, StoreError> {
+        let mut lock_path = state_path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let path = PathBuf::from(lock_path);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StoreError::Unreadable {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&path)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .map(|p| format!(" (pid {p})"))
+                    .unwrap_or_default();
+                return Err(StoreError::HeldByOther {
+                    path: state_path.to_path_buf(),
+                    pid,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Unreadable {
+                    path,
+                    detail: e.to_string(),
+                })
+            }
+        }
+        // Best effort: the pid only improves the message of a second instance.
+        let _ = file.set_len(0);
+        let _ = write!(file, "{}", std::process::id());
+        let _ = file.flush();
+        Ok(StateLock { _file: file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z")
+            .expect("valid time")
+            .with_timezone(&Utc)
+    }
+
+    fn ann() -> ManagedUser {
+        ManagedUser {
+            okta_id: OktaUserId::new("00uann"),
+            scim_id: ScimUserId::new("s-ann"),
+            attrs: UserAttrs {
+                user_name: "ann@example.com".into(),
+                given_name: "Ann".into(),
+                family_name: "Lee".into(),
+            },
+            active: true,
+        }
+    }
+
+    #[test]
+    fn a_new_file_is_created_and_migrated_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        {
+            let mut s = Store::open(&path).expect("create");
+            let id = s
+                .journal_intend(
+                    "r1",
+                    &ann().okta_id,
+                    "create",
+                    "ann@example.com",
+                    "{}",
+                    now(),
+                )
+                .expect("intend");
+            s.journal_done(
+                id,
+                Some(&ann().scim_id),
+                &[SnapshotChange::Upsert(ann())],
+                now(),
+            )
+            .expect("done");
+        }
+        let s = Store::open(&path).expect("reopen");
+        assert_eq!(
+            s.snapshot().expect("snapshot").get(&ann().okta_id),
+            Some(&ann())
+        );
+        assert_eq!(
+            s.schema_version().expect("version"),
+            MIGRATIONS.len() as i64
+        );
+        assert!(s.journal_pending().expect("pending").is_empty());
+    }
+
+    #[test]
+    fn intended_writes_survive_a_crash_as_pending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        {
+            let mut s = Store::open(&path).expect("create");
+            s.journal_intend(
+                "r1",
+                &ann().okta_id,
+                "create",
+                "ann@example.com",
+                "{}",
+                now(),
+            )
+            .expect("intend");
+            // dropped without confirmation: the process "died"
+        }
+        let s = Store::open(&path).expect("reopen");
+        let pending = s.journal_pending().expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].op, "create");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_and_is_left_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        std::fs::write(
+            &path,
+            b"this is not a database, it is a text file that got here by mistake",
+        )
+        .expect("write");
+        let before = std::fs::read(&path).expect("read");
+        let e = Store::open(&path).err().expect("must fail");
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("state.db"));
+        assert_eq!(std::fs::read(&path).expect("read"), before);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.pragma_update(None, "user_version", 99).expect("bump");
+        }
+        let e = Store::open(&path).err().expect("must fail");
+        assert!(matches!(e, StoreError::TooNew { found: 99, .. }), "{e}");
+    }
+
+    #[test]
+    fn a_missing_directory_is_a_clear_error() {
+        let e = Store::open(Path::new("/nonexistent-dir-for-test/state.db"))
+            .err()
+            .expect("must fail");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn read_only_open_of_a_missing_file_creates_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        assert!(Store::open_read_only(&path).expect("ok").is_none());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn repeated_permanent_failures_quarantine_a_user() {
+        let mut s = Store::in_memory().expect("mem");
+        let id = ann().okta_id;
+        for _ in 0..2 {
+            let j = s
+                .journal_intend("r", &id, "create", "ann@example.com", "{}", now())
+                .expect("intend");
+            s.journal_failed(
+                j,
+                &id,
+                "ann@example.com",
+                "create",
+                "400 bad",
+                true,
+                2,
+                std::time::Duration::from_secs(3600),
+                now(),
+            )
+            .expect("fail");
+        }
+        let q = s.quarantined(now()).expect("q");
+        assert!(q.get(&id).is_some_and(|r| r.contains("400 bad")));
+        assert!(s
+            .quarantined(now() + ChronoDuration::hours(2))
+            .expect("q")
+            .is_empty());
+        // Success clears the record.
+        let j = s
+            .journal_intend("r", &id, "create", "ann@example.com", "{}", now())
+            .expect("intend");
+        s.journal_done(j, None, &[SnapshotChange::Upsert(ann())], now())
+            .expect("done");
+        assert!(s.failures().expect("f").is_empty());
+    }
+
+    #[test]
+    fn the_state_lock_admits_one_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let first = StateLock::acquire(&path).expect("first");
+        let second = StateLock::acquire(&path).err().expect("second must fail");
+        assert!(second.to_string().contains("only one writer"), "{second}");
+        drop(first);
+        StateLock::acquire(&path).expect("free again");
+    }
+}

@@ -1,1 +1,28 @@
-fn main() {}
+//! Thin entry point: parse the command line, run the command, map the result to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match okta_postman_sync::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors.
+            let code = if e.use_stderr() { okta_postman_sync::app::EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(okta_postman_sync::app::EXIT_FAILED);
+        }
+    };
+    let code = runtime.block_on(okta_postman_sync::app::run_cli(cli));
+    // Do not wait for stray blocking tasks (a stuck DNS lookup) at exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    ExitCode::from(code)
+}

@@ -1,0 +1,208 @@
+//! The commands behind the CLI: each loads what it needs, calls the library, prints its result
+//! and returns the process exit code. `main.rs` only parses arguments and calls [`run_cli`].
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::SharedStore;
+use crate::cli::{Cli, Command, OutputFormat};
+use crate::config::{AuthSchemeSetting, Config, ConfigError};
+use crate::engine::{Engine, RunOptions};
+use crate::metrics::Metrics;
+use crate::okta::{AttributeMapping, OktaAuth, OktaClient, OktaClientConfig};
+use crate::retry::RetryPolicy;
+use crate::scim::{AuthScheme, ScimClient, ScimClientConfig};
+use crate::store::{StateLock, Store};
+
+/// Exit codes (documented in the README).
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_CONFIG: u8 = 2;
+pub const EXIT_REFUSED: u8 = 3;
+
+/// Builds the API clients and the engine from a validated config. Secrets are read here.
+pub fn build_engine(
+    config: Arc<Config>,
+    store: SharedStore,
+    writable: bool,
+    metrics: Arc<Metrics>,
+    retry: RetryPolicy,
+) -> Result<Engine, anyhow::Error> {
+    let token = config.okta.token.load("okta.api_token_file", "the Okta API token")?;
+    let key = config
+        .postman
+        .api_key
+        .load("postman.api_key_file", "the Postman SCIM API key")?;
+    let mapping = AttributeMapping::from_config(
+        &config.okta.mapping_user_name,
+        &config.okta.mapping_given_name,
+        &config.okta.mapping_family_name,
+    )?;
+    let okta = OktaClient::new(
+        OktaClientConfig {
+            org_url: config.okta.org_url.clone(),
+            app_id: config.okta.app_id.clone(),
+            auth: OktaAuth::ApiToken(token),
+            page_limit: config.okta.page_size,
+            max_rate_share: config.okta.max_rate_share,
+            timeout: config.okta.timeout,
+            retry: retry.clone(),
+        },
+        Arc::clone(&metrics),
+    )?;
+    let scim = ScimClient::new(
+        ScimClientConfig {
+            base_url: config.postman.scim_url.clone(),
+            api_key: key,
+            auth_scheme: match config.postman.auth_scheme {
+                AuthSchemeSetting::Raw => AuthScheme::Raw,
+                AuthSchemeSetting::Bearer => AuthScheme::Bearer,
+            },
+            writes_per_minute: config.postman.writes_per_minute,
+            reads_per_minute: config.postman.reads_per_minute,
+            timeout: config.postman.timeout,
+            retry,
+        },
+        Arc::clone(&metrics),
+    )?;
+    Ok(Engine {
+        config,
+        okta,
+        scim,
+        mapping,
+        store,
+        metrics,
+        writable,
+    })
+}
+
+/// Cancels the token on SIGINT or SIGTERM.
+pub fn cancel_on_signals(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown requested: finishing the operations in flight");
+        cancel.cancel();
+    });
+}
+
+fn load_config(path: &Path) -> Result<Config, u8> {
+    Config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_CONFIG
+    })
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot encode the output as JSON: {e}"),
+    }
+}
+
+/// Runs the parsed command line; returns the exit code.
+pub async fn run_cli(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Reconcile {
+            dry_run,
+            full,
+            output,
+            allow_deactivations,
+        } => {
+            let opts = RunOptions {
+                dry_run,
+                full,
+                allow_deactivations,
+            };
+            reconcile(&cli.config, &opts, output).await
+        }
+        Command::Run => crate::daemon::run_daemon(&cli.config).await,
+        Command::Check { output } => crate::check::run_check(&cli.config, output).await,
+        Command::Status { output } => crate::status::run_status(&cli.config, output),
+        Command::Demo { users } => crate::demo::run_demo(users).await,
+    }
+}
+
+/// Opens the store for a command: read-only (dry runs), or read-write under the single-writer
+/// lock. Errors are printed; the exit code is returned.
+pub fn open_store(config: &Config, writable: bool) -> Result<(SharedStore, Option<StateLock>), u8> {
+    let path = &config.sync.state_path;
+    if !writable {
+        return match Store::open_read_only(path) {
+            Ok(Some(s)) => Ok((Arc::new(Mutex::new(s)), None)),
+            Ok(None) => match Store::in_memory() {
+                Ok(s) => Ok((Arc::new(Mutex::new(s)), None)),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Err(EXIT_FAILED)
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                Err(EXIT_FAILED)
+            }
+        };
+    }
+    let lock = StateLock::acquire(path).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_FAILED
+    })?;
+    let store = Store::open(path).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_FAILED
+    })?;
+    Ok((Arc::new(Mutex::new(store)), Some(lock)))
+}
+
+async fn reconcile(config_path: &Path, opts: &RunOptions, output: OutputFormat) -> u8 {
+    let config = match load_config(config_path) {
+        Ok(c) => Arc::new(c),
+        Err(code) => return code,
+    };
+    crate::telemetry::init(&config.log_level, config.log_format);
+    let (store, _lock) = match open_store(&config, !opts.dry_run) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let engine = match build_engine(
+        Arc::clone(&config),
+        store,
+        !opts.dry_run,
+        metrics,
+        RetryPolicy::default(),
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return if e.downcast_ref::<ConfigError>().is_some() {
+                EXIT_CONFIG
+            } else {
+                EXIT_FAILED
+            };
+        }
+    };
+    let cancel = CancellationToken::new();
+    cancel_on_signals(cancel.clone());
+    let report = engine.run(opts, &cancel, None).await;
+    match output {
+        OutputFormat::Json => print_json(&report),
+        OutputFormat::Text => print!("{}", crate::output::render_run(&report)),
+    }
+    report.outcome.exit_code()
+}

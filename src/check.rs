@@ -1,0 +1,217 @@
+//! `check`: the product document's "Test API credentials" step for both sides, with no writes.
+//! Okta: the token is valid and may read the app, its users and its groups. Postman: the SCIM key
+//! is accepted (`/ServiceProviderConfig` and a one-item `/Users`), with the configured auth
+//! scheme; when it is refused, the other scheme is tried so the operator learns which one works.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::app::{EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
+use crate::cli::OutputFormat;
+use crate::config::{AuthSchemeSetting, Config};
+use crate::metrics::Metrics;
+use crate::okta::{OktaAuth, OktaClient, OktaClientConfig};
+use crate::retry::RetryPolicy;
+use crate::scim::{AuthScheme, ScimClient, ScimClientConfig};
+
+#[derive(Debug, Serialize)]
+pub struct CheckItem {
+    pub side: &'static str,
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub ok: bool,
+    pub items: Vec<CheckItem>,
+}
+
+fn scim_client(
+    config: &Config,
+    key: secrecy::SecretString,
+    scheme: AuthScheme,
+    metrics: &Arc<Metrics>,
+    retry: &RetryPolicy,
+) -> Result<ScimClient, String> {
+    ScimClient::new(
+        ScimClientConfig {
+            base_url: config.postman.scim_url.clone(),
+            api_key: key,
+            auth_scheme: scheme,
+            writes_per_minute: config.postman.writes_per_minute,
+            reads_per_minute: config.postman.reads_per_minute,
+            timeout: config.postman.timeout,
+            retry: retry.clone(),
+        },
+        Arc::clone(metrics),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Runs every check; never writes.
+pub async fn check(config: &Config, retry: RetryPolicy) -> CheckReport {
+    let metrics = Arc::new(Metrics::new());
+    let mut items = Vec::new();
+
+    // Okta.
+    match config.okta.token.load("okta.api_token_file", "the Okta API token") {
+        Err(e) => items.push(CheckItem {
+            side: "okta",
+            check: "API token".into(),
+            ok: false,
+            detail: e.to_string(),
+        }),
+        Ok(token) => {
+            let client = OktaClient::new(
+                OktaClientConfig {
+                    org_url: config.okta.org_url.clone(),
+                    app_id: config.okta.app_id.clone(),
+                    auth: OktaAuth::ApiToken(token),
+                    page_limit: config.okta.page_size,
+                    max_rate_share: config.okta.max_rate_share,
+                    timeout: config.okta.timeout,
+                    retry: retry.clone(),
+                },
+                Arc::clone(&metrics),
+            );
+            let item = match client {
+                Err(e) => CheckItem {
+                    side: "okta",
+                    check: "client".into(),
+                    ok: false,
+                    detail: e.to_string(),
+                },
+                Ok(client) => match client.check().await {
+                    Ok(label) => CheckItem {
+                        side: "okta",
+                        check: "token may read the app, its users and groups".into(),
+                        ok: true,
+                        detail: format!("app {} ({label})", config.okta.app_id),
+                    },
+                    Err(e) => CheckItem {
+                        side: "okta",
+                        check: "token may read the app, its users and groups".into(),
+                        ok: false,
+                        detail: match e.hint() {
+                            Some(h) => format!("{e}. {h}"),
+                            None => e.to_string(),
+                        },
+                    },
+                },
+            };
+            items.push(item);
+        }
+    }
+
+    // Postman.
+    match config
+        .postman
+        .api_key
+        .load("postman.api_key_file", "the Postman SCIM API key")
+    {
+        Err(e) => items.push(CheckItem {
+            side: "postman",
+            check: "SCIM API key".into(),
+            ok: false,
+            detail: e.to_string(),
+        }),
+        Ok(key) => {
+            let (scheme, other, name, other_name) = match config.postman.auth_scheme {
+                AuthSchemeSetting::Raw => (AuthScheme::Raw, AuthScheme::Bearer, "raw", "bearer"),
+                AuthSchemeSetting::Bearer => (AuthScheme::Bearer, AuthScheme::Raw, "bearer", "raw"),
+            };
+            match scim_client(config, key.clone(), scheme, &metrics, &retry) {
+                Err(e) => items.push(CheckItem {
+                    side: "postman",
+                    check: "client".into(),
+                    ok: false,
+                    detail: e,
+                }),
+                Ok(client) => {
+                    let spc = client.service_provider_config().await;
+                    let users = match &spc {
+                        Ok(()) => client.probe_users().await,
+                        Err(_) => Ok(()),
+                    };
+                    match spc.and(users) {
+                        Ok(()) => items.push(CheckItem {
+                            side: "postman",
+                            check: format!("SCIM key accepted (auth_scheme = \"{name}\")"),
+                            ok: true,
+                            detail: "GET /ServiceProviderConfig and GET /Users?count=1 succeeded".into(),
+                        }),
+                        Err(e) => {
+                            let mut detail = crate::apply::describe(&e);
+                            if e.status() == Some(401) {
+                                if let Ok(alt) = scim_client(config, key, other, &metrics, &retry) {
+                                    if alt.probe_users().await.is_ok() {
+                                        detail = format!(
+                                            "the key is refused with auth_scheme = \"{name}\" but accepted with \"{other_name}\": set [postman] auth_scheme = \"{other_name}\""
+                                        );
+                                    }
+                                }
+                            }
+                            items.push(CheckItem {
+                                side: "postman",
+                                check: format!("SCIM key accepted (auth_scheme = \"{name}\")"),
+                                ok: false,
+                                detail,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    CheckReport {
+        ok: items.iter().all(|i| i.ok),
+        items,
+    }
+}
+
+pub fn render(r: &CheckReport) -> String {
+    let mut out = String::new();
+    for i in &r.items {
+        out.push_str(&format!(
+            "[{}] {:<7} {}: {}\n",
+            if i.ok { " OK " } else { "FAIL" },
+            i.side,
+            i.check,
+            i.detail
+        ));
+    }
+    out.push_str(if r.ok {
+        "Both sides pass.\n"
+    } else {
+        "Some checks failed: see above for what to do.\n"
+    });
+    out
+}
+
+pub async fn run_check(config_path: &Path, output: OutputFormat) -> u8 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    crate::telemetry::init(&config.log_level, config.log_format);
+    let report = check(&config, RetryPolicy::default()).await;
+    match output {
+        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => eprintln!("error: {e}"),
+        },
+        OutputFormat::Text => print!("{}", render(&report)),
+    }
+    if report.ok {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}

@@ -1,0 +1,66 @@
+//! Command-line interface (clap derive). Parsing only: no behaviour lives here.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "okta-postman-sync",
+    version,
+    about = "Keeps a Postman team's membership in step with the people assigned to the Postman app in Okta",
+    long_about = None
+)]
+pub struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "OKTA_POSTMAN_SYNC_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make Postman match Okta once, then exit (0 converged, 1 failed/partial, 2 config error, 3 refused by a guard).
+    Reconcile {
+        /// Compute and print the plan; change nothing anywhere.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also re-read every Postman member and repair drift (the first run is always full).
+        #[arg(long)]
+        full: bool,
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+        /// Allow up to N deactivations in this run, above [sync] max_deactivations.
+        #[arg(long, value_name = "N")]
+        allow_deactivations: Option<usize>,
+    },
+    /// Run as a daemon: reconcile on the [sync] schedule, serve /healthz /readyz /metrics /status.
+    Run,
+    /// Test the API credentials of both sides without writing anything.
+    Check {
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Show what the state database knows: managed users, failures, the last runs.
+    Status {
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// See it work with no accounts: simulated Okta and Postman on 127.0.0.1, the real engine.
+    Demo {
+        /// Number of people in the simulated Okta org.
+        #[arg(long, default_value_t = 300)]
+        users: usize,
+    },
+}

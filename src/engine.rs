@@ -1,0 +1,474 @@
+//! One reconcile run, end to end: resolve interrupted writes, read Okta, read Postman (full runs),
+//! plan, check the guards, apply, record. This is the I/O shell around the pure planner; the
+//! one-shot `reconcile`, the daemon and the demo all call [`Engine::run`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::apply::{describe, recover, with_store, Applier, OpStatus, SharedStore};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::model::PostmanUser;
+use crate::okta::{AttributeMapping, OktaClient};
+use crate::plan::{plan, OpKind, Operation, Plan, Policy};
+use crate::scim::ScimClient;
+use crate::store::UnmanagedRecord;
+
+/// What the caller asks of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Compute and report the plan; change nothing anywhere.
+    pub dry_run: bool,
+    /// Re-read every Postman member and repair drift (the first run is always full).
+    pub full: bool,
+    /// `--allow-deactivations N`.
+    pub allow_deactivations: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Converged: everything planned was done (or, in a dry run, the plan is complete).
+    Ok,
+    /// Something was not done: an operation failed, or deactivations were withheld.
+    Partial,
+    /// A safety guard refused the plan; nothing was changed.
+    Refused,
+    /// The run could not proceed (an API unreachable, the store unusable).
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Partial => "partial",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    /// The documented exit code: 0 converged, 1 failed or partial, 3 refused by a guard.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Partial | Outcome::Failed => 1,
+            Outcome::Refused => 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub create: usize,
+    pub update: usize,
+    pub deactivate: usize,
+    pub reactivate: usize,
+    pub adopt: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OpReport {
+    pub op: &'static str,
+    pub user_name: String,
+    pub okta_id: String,
+    /// `planned`, `done` or `failed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub reason: String,
+}
+
+impl OpReport {
+    fn new(op: &Operation, status: &'static str, error: Option<String>) -> Self {
+        OpReport {
+            op: op.kind().as_str(),
+            user_name: op.user_name.clone(),
+            okta_id: op.okta_id.to_string(),
+            status,
+            error,
+            reason: op.reason.clone(),
+        }
+    }
+}
+
+/// Everything a run did or would do: printed as text or JSON, stored in the run history.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub dry_run: bool,
+    pub full: bool,
+    pub outcome: Outcome,
+    pub counts: Counts,
+    pub operations: Vec<OpReport>,
+    /// Deactivations computed but not carried out because the Okta read was incomplete.
+    pub withheld: Vec<OpReport>,
+    /// Operations postponed because the user is quarantined.
+    pub deferred: Vec<OpReport>,
+    /// Who a refused run would have deactivated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    pub unmanaged_members: Option<usize>,
+    pub skipped_okta_users: Vec<String>,
+    pub errors: Vec<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+impl RunReport {
+    fn new(run_id: String, dry_run: bool, started_at: DateTime<Utc>) -> Self {
+        RunReport {
+            run_id,
+            dry_run,
+            full: false,
+            outcome: Outcome::Ok,
+            counts: Counts::default(),
+            operations: Vec::new(),
+            withheld: Vec::new(),
+            deferred: Vec::new(),
+            refusal: None,
+            unmanaged_members: None,
+            skipped_okta_users: Vec::new(),
+            errors: Vec::new(),
+            started_at,
+            finished_at: started_at,
+        }
+    }
+
+    /// Number of SCIM writes the run made or would make.
+    pub fn writes(&self) -> usize {
+        self.operations.iter().filter(|o| o.op != "adopt").count()
+    }
+}
+
+/// Called after each operation is carried out (progress display).
+pub type Progress = Arc<dyn Fn(&Operation, &OpStatus) + Send + Sync>;
+
+/// The engine owns the clients and the store for the life of the process.
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub okta: OktaClient,
+    pub scim: ScimClient,
+    pub mapping: AttributeMapping,
+    pub store: SharedStore,
+    pub metrics: Arc<Metrics>,
+    /// Whether the store may be written (false for dry runs on a read-only open).
+    pub writable: bool,
+}
+
+impl Engine {
+    /// One reconcile run. Never panics; every failure is in the report.
+    pub async fn run(
+        &self,
+        opts: &RunOptions,
+        cancel: &CancellationToken,
+        progress: Option<Progress>,
+    ) -> RunReport {
+        let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let span = tracing::info_span!("sync_run", run_id = %run_id);
+        let clock = Instant::now();
+        let started = Utc::now();
+        let mut report = RunReport::new(run_id.clone(), opts.dry_run, started);
+        self.run_inner(opts, cancel, progress, &mut report)
+            .instrument(span.clone())
+            .await;
+        report.finished_at = Utc::now();
+        self.metrics
+            .run_finished(report.outcome.as_str(), clock.elapsed().as_secs_f64());
+        if report.outcome == Outcome::Ok && !opts.dry_run {
+            self.metrics
+                .set_last_success(report.finished_at.timestamp_millis() as f64 / 1000.0);
+        }
+        if self.writable && !opts.dry_run {
+            let counts = serde_json::to_value(&report.counts).unwrap_or_default();
+            let errors = serde_json::to_value(&report.errors).unwrap_or_default();
+            let (id, finished, outcome) = (
+                report.run_id.clone(),
+                report.finished_at,
+                report.outcome.as_str(),
+            );
+            if let Err(e) = with_store(&self.store, move |s| {
+                s.run_finished(&id, finished, outcome, &counts, &errors)
+            })
+            .await
+            {
+                tracing::error!(error = %e, "could not record the run");
+                report.errors.push(e.to_string());
+                report.outcome = Outcome::Failed;
+            }
+            self.refresh_gauges().await;
+        }
+        tracing::info!(
+            parent: &span,
+            outcome = report.outcome.as_str(),
+            full = report.full,
+            dry_run = report.dry_run,
+            create = report.counts.create,
+            update = report.counts.update,
+            deactivate = report.counts.deactivate,
+            reactivate = report.counts.reactivate,
+            adopt = report.counts.adopt,
+            unchanged = report.counts.unchanged,
+            failed = report.counts.failed,
+            withheld = report.withheld.len(),
+            deferred = report.deferred.len(),
+            seconds = clock.elapsed().as_secs_f64(),
+            "run finished"
+        );
+        report
+    }
+
+    /// Updates the gauges that describe the store (managed users, quarantine, unmanaged).
+    pub async fn refresh_gauges(&self) {
+        let metrics = Arc::clone(&self.metrics);
+        let _ = with_store(&self.store, move |s| {
+            let (active, inactive) = s.managed_counts()?;
+            metrics.set_managed_users(active, inactive);
+            metrics.set_quarantined(s.quarantined(Utc::now())?.len() as i64);
+            metrics.set_unmanaged_members(s.unmanaged()?.len() as i64);
+            Ok(())
+        })
+        .await;
+    }
+
+    async fn run_inner(
+        &self,
+        opts: &RunOptions,
+        cancel: &CancellationToken,
+        progress: Option<Progress>,
+        report: &mut RunReport,
+    ) {
+        let now = report.started_at;
+        // What we know from earlier runs.
+        let state = with_store(&self.store, move |s| {
+            Ok((s.last_full_run()?, s.quarantined(now)?))
+        })
+        .await;
+        let (last_full, quarantined) = match state {
+            Ok(v) => v,
+            Err(e) => return fail(report, e.to_string()),
+        };
+        let full = opts.full || last_full.is_none();
+        report.full = full;
+
+        if !opts.dry_run {
+            let (id, store) = (report.run_id.clone(), Arc::clone(&self.store));
+            if let Err(e) = with_store(&store, move |s| s.run_started(&id, now, full)).await {
+                return fail(report, e.to_string());
+            }
+            // Interrupted writes first: a create that may have happened must be looked up
+            // before the plan could send it again.
+            match recover(&self.scim, &self.store).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(adopted = n, "resolved interrupted creates"),
+                Err(e) => return fail(report, format!("{e}")),
+            }
+        }
+
+        // Okta: the desired state.
+        let desired = {
+            let span = tracing::info_span!("okta.fetch");
+            match self.okta.read_app_users(&self.mapping).instrument(span).await {
+                Ok(read) => read,
+                Err(partial) => {
+                    let msg = match partial.error.hint() {
+                        Some(h) => format!("reading Okta app users: {}. {h}", partial.error),
+                        None => format!("reading Okta app users: {}", partial.error),
+                    };
+                    tracing::error!(error = %msg, read = partial.read.users.len(), "Okta read incomplete: no deactivations this run");
+                    report.errors.push(msg);
+                    if partial.read.users.is_empty() {
+                        report.outcome = Outcome::Failed;
+                        return;
+                    }
+                    partial.read
+                }
+            }
+        };
+        report.skipped_okta_users = desired
+            .skipped
+            .iter()
+            .map(|(id, why)| format!("{id}: {why}"))
+            .collect();
+
+        // Postman: every member, on full runs.
+        let members: Option<Vec<PostmanUser>> = if full {
+            let mut members = Vec::new();
+            let listed = self
+                .scim
+                .list_users(|u| members.push(u))
+                .instrument(tracing::info_span!("scim.list"))
+                .await;
+            match listed {
+                Ok(_) => Some(members),
+                Err(e) => return fail(report, format!("listing Postman members: {}", describe(&e))),
+            }
+        } else {
+            None
+        };
+
+        let snapshot = match with_store(&self.store, |s| s.snapshot()).await {
+            Ok(s) => s,
+            Err(e) => return fail(report, e.to_string()),
+        };
+        let policy = Policy {
+            max_deactivations: self.config.sync.max_deactivations,
+            allow_deactivations: opts.allow_deactivations,
+        };
+        let plan = {
+            let _span = tracing::info_span!("plan").entered();
+            plan(&desired, &snapshot, members.as_deref(), &quarantined, &policy)
+        };
+        drop(snapshot);
+        tracing::info!(
+            create = plan.count(OpKind::Create),
+            update = plan.count(OpKind::Update),
+            deactivate = plan.count(OpKind::Deactivate),
+            reactivate = plan.count(OpKind::Reactivate),
+            adopt = plan.count(OpKind::Adopt),
+            unchanged = plan.unchanged,
+            withheld = plan.withheld.len(),
+            deferred = plan.deferred.len(),
+            "planned"
+        );
+        // Explain every change before making it.
+        for op in &plan.operations {
+            tracing::info!(op = op.kind().as_str(), user = %op.user_name, okta_id = %op.okta_id, reason = %op.reason, "plan");
+        }
+        report.counts.unchanged = plan.unchanged;
+        report.withheld = plan
+            .withheld
+            .iter()
+            .map(|o| OpReport::new(o, "planned", desired.incomplete_reason.clone()))
+            .collect();
+        report.deferred = plan
+            .deferred
+            .iter()
+            .map(|(o, why)| OpReport::new(o, "planned", Some(why.clone())))
+            .collect();
+        if full {
+            report.unmanaged_members = Some(plan.unmanaged.len());
+        }
+        if !desired.complete {
+            report.outcome = Outcome::Partial;
+        }
+
+        if let Some(refusal) = &plan.refusal {
+            let who: Vec<String> = plan.deactivations().map(|o| o.user_name.clone()).collect();
+            let msg = if who.is_empty() {
+                refusal.explain()
+            } else {
+                format!("{}. Would deactivate: {}", refusal.explain(), who.join(", "))
+            };
+            tracing::warn!(guard = %msg, "refused by a safety guard");
+            report.refusal = Some(msg);
+            report.outcome = Outcome::Refused;
+            report.operations = plan
+                .operations
+                .iter()
+                .map(|o| OpReport::new(o, "planned", None))
+                .collect();
+            count_planned(report, &plan);
+            return;
+        }
+
+        if opts.dry_run {
+            report.operations = plan
+                .operations
+                .iter()
+                .map(|o| OpReport::new(o, "planned", None))
+                .collect();
+            count_planned(report, &plan);
+            return;
+        }
+
+        if full {
+            let unmanaged: Vec<UnmanagedRecord> = plan
+                .unmanaged
+                .iter()
+                .map(|u| UnmanagedRecord {
+                    scim_id: u.scim_id.to_string(),
+                    user_name: u.user_name.clone(),
+                    active: u.active,
+                })
+                .collect();
+            if let Err(e) = with_store(&self.store, move |s| s.replace_unmanaged(&unmanaged)).await {
+                return fail(report, e.to_string());
+            }
+        }
+
+        let applier = Applier {
+            scim: self.scim.clone(),
+            store: Arc::clone(&self.store),
+            metrics: Arc::clone(&self.metrics),
+            run_id: report.run_id.clone(),
+            max_in_flight: self.config.postman.max_in_flight,
+            quarantine_after: self.config.sync.quarantine_after,
+            quarantine_for: self.config.sync.quarantine_for,
+            cancel: cancel.clone(),
+        };
+        let noop: Progress = Arc::new(|_: &Operation, _: &OpStatus| {});
+        let progress = progress.unwrap_or(noop);
+        let (statuses, fatal) = applier.apply(&plan, &*progress).await;
+        let mut stopped = false;
+        for (op, status) in plan.operations.iter().zip(statuses) {
+            let r = match status {
+                OpStatus::Done { note } => {
+                    bump(&mut report.counts, op.kind());
+                    let mut r = OpReport::new(op, "done", None);
+                    if let Some(n) = note {
+                        r.reason = format!("{}; {n}", r.reason);
+                    }
+                    r
+                }
+                OpStatus::Failed { error } => {
+                    report.counts.failed += 1;
+                    report
+                        .errors
+                        .push(format!("{} {}: {error}", op.kind().as_str(), op.user_name));
+                    OpReport::new(op, "failed", Some(error))
+                }
+                OpStatus::NotRun { why } => {
+                    stopped = true;
+                    OpReport::new(op, "planned", Some(why))
+                }
+            };
+            report.operations.push(r);
+        }
+        if let Some(e) = fatal {
+            report.errors.push(e.to_string());
+            report.outcome = Outcome::Failed;
+        } else if report.counts.failed > 0 || stopped {
+            report.outcome = Outcome::Partial;
+        }
+    }
+}
+
+fn fail(report: &mut RunReport, msg: String) {
+    tracing::error!(error = %msg, "run failed");
+    report.errors.push(msg);
+    report.outcome = Outcome::Failed;
+}
+
+fn bump(c: &mut Counts, kind: OpKind) {
+    match kind {
+        OpKind::Create => c.create += 1,
+        OpKind::Update => c.update += 1,
+        OpKind::Deactivate => c.deactivate += 1,
+        OpKind::Reactivate => c.reactivate += 1,
+        OpKind::Adopt => c.adopt += 1,
+    }
+}
+
+fn count_planned(report: &mut RunReport, plan: &Plan) {
+    for op in &plan.operations {
+        bump(&mut report.counts, op.kind());
+    }
+}

@@ -1,0 +1,154 @@
+//! `status`: what the state database knows, read without writing and without any API call:
+//! managed users by state, unmanaged members, failing and quarantined users, the last runs.
+
+use std::path::Path;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::app::{EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
+use crate::cli::OutputFormat;
+use crate::config::Config;
+use crate::output::table;
+use crate::store::{FailureRecord, RunRecord, Store, StoreError, UnmanagedRecord};
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub state_path: String,
+    pub managed_active: i64,
+    pub managed_inactive: i64,
+    pub unmanaged: Vec<UnmanagedRecord>,
+    pub failures: Vec<FailureRecord>,
+    pub quarantined: usize,
+    pub interrupted_writes: usize,
+    pub last_success: Option<String>,
+    pub runs: Vec<RunRecord>,
+}
+
+/// Collects the status from an open store.
+pub fn collect(store: &Store, runs: usize) -> Result<StatusReport, StoreError> {
+    let (active, inactive) = store.managed_counts()?;
+    Ok(StatusReport {
+        state_path: store.path().display().to_string(),
+        managed_active: active,
+        managed_inactive: inactive,
+        unmanaged: store.unmanaged()?,
+        failures: store.failures()?,
+        quarantined: store.quarantined(Utc::now())?.len(),
+        interrupted_writes: store.journal_pending()?.len(),
+        last_success: store.last_success()?.map(|t| t.to_rfc3339()),
+        runs: store.last_runs(runs)?,
+    })
+}
+
+pub fn render(s: &StatusReport) -> String {
+    let mut out = format!("State: {}\n", s.state_path);
+    out.push_str(&format!(
+        "Managed Postman members: {} active, {} inactive\n",
+        s.managed_active, s.managed_inactive
+    ));
+    out.push_str(&format!(
+        "Unmanaged Postman members (never touched): {}\n",
+        s.unmanaged.len()
+    ));
+    out.push_str(&format!(
+        "Last successful run: {}\n",
+        s.last_success.as_deref().unwrap_or("never")
+    ));
+    if s.interrupted_writes > 0 {
+        out.push_str(&format!(
+            "Interrupted writes awaiting verification on the next run: {}\n",
+            s.interrupted_writes
+        ));
+    }
+    if !s.failures.is_empty() {
+        out.push_str(&format!(
+            "\nFailing users ({}, {} quarantined):\n",
+            s.failures.len(),
+            s.quarantined
+        ));
+        let rows: Vec<Vec<String>> = s
+            .failures
+            .iter()
+            .map(|f| {
+                vec![
+                    f.user_name.clone(),
+                    f.op.clone(),
+                    f.attempts.to_string(),
+                    f.retry_after.clone().unwrap_or_else(|| "next run".into()),
+                    f.error.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["USER", "OP", "ATTEMPTS", "RETRY", "ERROR"], &rows));
+    }
+    if !s.runs.is_empty() {
+        out.push_str("\nLast runs:\n");
+        let rows: Vec<Vec<String>> = s
+            .runs
+            .iter()
+            .map(|r| {
+                let counts = r
+                    .counts
+                    .as_ref()
+                    .and_then(|c| c.as_object())
+                    .map(|o| {
+                        o.iter()
+                            .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                vec![
+                    r.started_at.clone(),
+                    if r.full { "full" } else { "incremental" }.to_string(),
+                    r.outcome.clone().unwrap_or_else(|| "unfinished".into()),
+                    counts,
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["STARTED", "KIND", "OUTCOME", "COUNTS"], &rows));
+    }
+    out
+}
+
+pub fn run_status(config_path: &Path, output: OutputFormat) -> u8 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let store = match Store::open_read_only(&config.sync.state_path) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            eprintln!(
+                "No state database at {} yet: nothing has been reconciled. Run `okta-postman-sync reconcile --dry-run` to see the first plan.",
+                config.sync.state_path.display()
+            );
+            return EXIT_OK;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    match collect(&store, 10) {
+        Ok(s) => {
+            match output {
+                OutputFormat::Json => match serde_json::to_string_pretty(&s) {
+                    Ok(j) => println!("{j}"),
+                    Err(e) => eprintln!("error: {e}"),
+                },
+                OutputFormat::Text => print!("{}", render(&s)),
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}

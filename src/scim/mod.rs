@@ -38,6 +38,9 @@ pub const DEFAULT_BASE_URL: &str = "https://api.getpostman.com/scim/v2";
 /// SCIM page size: Postman's default and its advertised `filter.maxResults` (A4.2, B3).
 const PAGE_SIZE: u64 = 100;
 
+/// A listing that has not ended after this many pages is a server that ignores `startIndex`.
+const MAX_PAGES: u32 = 10_000;
+
 /// Most members changed by one group PATCH.
 const MEMBER_CHUNK: usize = 100;
 
@@ -491,7 +494,7 @@ impl ScimClient {
         let count = PAGE_SIZE.to_string();
         let mut start: u64 = 1;
         let mut listed: u64 = 0;
-        loop {
+        for _ in 0..MAX_PAGES {
             let start_s = start.to_string();
             let mut pairs = vec![("startIndex", start_s.as_str()), ("count", count.as_str())];
             if let Some(f) = filter {
@@ -515,6 +518,11 @@ impl ScimClient {
                 return Ok(listed);
             }
         }
+        Err(ScimError::Decode {
+            method: Verb::Get.as_str(),
+            path,
+            message: format!("paging did not end after {MAX_PAGES} pages"),
+        })
     }
 
     fn url(&self, segments: &[&str], query: Option<&str>) -> Url {
@@ -727,4 +735,639 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::time::Instant;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+    const KEY: &str = "PMAT-scim-test-key";
+
+    fn config(server: &MockServer) -> ScimClientConfig {
+        ScimClientConfig {
+            base_url: Url::parse(&format!("{}/scim/v2", server.uri())).expect("mock url"),
+            api_key: SecretString::from(KEY),
+            auth_scheme: AuthScheme::Raw,
+            writes_per_minute: 60_000,
+            reads_per_minute: 60_000,
+            timeout: Duration::from_secs(5),
+            retry: RetryPolicy::fast(),
+        }
+    }
+
+    async fn setup() -> (MockServer, ScimClient, Arc<Metrics>) {
+        let server = MockServer::start().await;
+        let metrics = Arc::new(Metrics::new());
+        let client = ScimClient::new(config(&server), metrics.clone()).expect("client");
+        (server, client, metrics)
+    }
+
+    async fn requests(server: &MockServer) -> Vec<Request> {
+        server.received_requests().await.expect("recording is on")
+    }
+
+    fn body(req: &Request) -> Value {
+        serde_json::from_slice(&req.body).expect("request body is JSON")
+    }
+
+    fn header<'a>(req: &'a Request, name: &str) -> &'a str {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    fn user_json(id: &str, user_name: &str) -> Value {
+        json!({
+            "schemas": [wire::USER_SCHEMA], "id": id, "userName": user_name,
+            "name": {"givenName": "Taylor", "familyName": "Lee"},
+            "externalId": "00u1", "active": true,
+            "meta": {"resourceType": "User"}
+        })
+    }
+
+    fn attrs() -> UserAttrs {
+        UserAttrs {
+            user_name: "taylor.lee@example.com".into(),
+            given_name: "Taylor".into(),
+            family_name: "Lee".into(),
+        }
+    }
+
+    fn scim_error(status: u16, scim_type: Option<&str>, detail: &str) -> ResponseTemplate {
+        let mut b = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "detail": detail, "status": status.to_string()
+        });
+        if let Some(t) = scim_type {
+            b["scimType"] = json!(t);
+        }
+        ResponseTemplate::new(status).set_body_json(b)
+    }
+
+    #[tokio::test]
+    async fn create_user_sends_the_documented_body_with_the_raw_key_and_json_headers() {
+        let (server, client, metrics) = setup().await;
+        Mock::given(method("POST"))
+            .and(path("/scim/v2/Users"))
+            .respond_with(
+                ResponseTemplate::new(201).set_body_json(user_json("u1", "taylor.lee@example.com")),
+            )
+            .mount(&server)
+            .await;
+        let out = client.create_user(&attrs(), "00u1").await.expect("created");
+        let CreateOutcome::Created(user) = out else {
+            panic!("expected Created, got {out:?}");
+        };
+        assert_eq!(user.id, ScimUserId::new("u1"));
+        assert_eq!(user.attrs, attrs());
+
+        let reqs = requests(&server).await;
+        assert_eq!(reqs.len(), 1);
+        let r = &reqs[0];
+        assert_eq!(header(r, "authorization"), KEY);
+        assert_eq!(header(r, "content-type"), "application/json");
+        assert_eq!(header(r, "accept"), "application/json");
+        assert_eq!(
+            header(r, "user-agent"),
+            concat!("okta-postman-sync/", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            body(r),
+            json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "taylor.lee@example.com",
+                "name": {"givenName": "Taylor", "familyName": "Lee"},
+                "externalId": "00u1",
+                "active": true
+            })
+        );
+        assert!(metrics
+            .encode()
+            .contains("scim_requests_total{method=\"POST\",status=\"201\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn the_bearer_scheme_prefixes_the_key_and_a_trailing_slash_in_the_base_is_tolerated() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/ServiceProviderConfig"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"patch": {}})))
+            .mount(&server)
+            .await;
+        let mut cfg = config(&server);
+        cfg.auth_scheme = AuthScheme::Bearer;
+        cfg.base_url = Url::parse(&format!("{}/scim/v2/", server.uri())).expect("url");
+        let client = ScimClient::new(cfg, Arc::new(Metrics::new())).expect("client");
+        client.service_provider_config().await.expect("ok");
+        let reqs = requests(&server).await;
+        assert_eq!(header(&reqs[0], "authorization"), format!("Bearer {KEY}"));
+        assert!(!format!("{client:?}").contains(KEY));
+    }
+
+    #[tokio::test]
+    async fn user_updates_send_put_with_all_three_attributes_and_replace_only_patches() {
+        let (server, client, _) = setup().await;
+        Mock::given(path("/scim/v2/Users/u1"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(user_json("u1", "x@example.com")),
+            )
+            .mount(&server)
+            .await;
+        let id = ScimUserId::new("u1");
+        client
+            .replace_user(&id, &attrs(), false)
+            .await
+            .expect("put");
+        client.set_active(&id, false).await.expect("patch active");
+        client
+            .set_user_name(&id, "new@example.com")
+            .await
+            .expect("patch userName");
+        let reqs = requests(&server).await;
+        let methods: Vec<_> = reqs.iter().map(|r| r.method.to_string()).collect();
+        assert_eq!(methods, ["PUT", "PATCH", "PATCH"]);
+        assert_eq!(
+            body(&reqs[0]),
+            json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "taylor.lee@example.com",
+                "name": {"givenName": "Taylor", "familyName": "Lee"},
+                "active": false
+            })
+        );
+        assert_eq!(
+            body(&reqs[1]),
+            json!({"schemas": [wire::PATCH_OP_SCHEMA],
+                   "Operations": [{"op": "replace", "value": {"active": false}}]})
+        );
+        assert_eq!(
+            body(&reqs[2]),
+            json!({"schemas": [wire::PATCH_OP_SCHEMA],
+                   "Operations": [{"op": "replace", "path": "userName", "value": "new@example.com"}]})
+        );
+    }
+
+    #[tokio::test]
+    async fn group_calls_send_the_documented_bodies_and_chunk_members_by_one_hundred() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("POST"))
+            .and(path("/scim/v2/Groups"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+                "id": "g1", "displayName": "Eng", "members": [{"value": "u1"}]
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("PATCH"))
+            .and(path("/scim/v2/Groups/g1"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        Mock::given(method("DELETE"))
+            .and(path("/scim/v2/Groups/g1"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        let g = ScimGroupId::new("g1");
+        let out = client
+            .create_group("Eng", &[ScimUserId::new("u1")])
+            .await
+            .expect("create");
+        let GroupCreateOutcome::Created(group) = out else {
+            panic!("expected Created, got {out:?}");
+        };
+        assert_eq!(group.id, g);
+        assert!(group.members.contains(&ScimUserId::new("u1")));
+        client
+            .rename_group(&g, "Engineering")
+            .await
+            .expect("rename");
+        let many: Vec<_> = (0..150).map(|i| ScimUserId::new(format!("u{i}"))).collect();
+        client.add_group_members(&g, &many).await.expect("add");
+        client
+            .remove_group_members(&g, &many[..2])
+            .await
+            .expect("remove");
+        client.add_group_members(&g, &[]).await.expect("no-op");
+        client.delete_group(&g).await.expect("delete");
+
+        let reqs = requests(&server).await;
+        assert_eq!(
+            reqs.len(),
+            6,
+            "create, rename, 2 add chunks, remove, delete"
+        );
+        assert_eq!(
+            body(&reqs[0]),
+            json!({"schemas": [wire::GROUP_SCHEMA], "displayName": "Eng",
+                   "members": [{"value": "u1"}]})
+        );
+        assert_eq!(
+            body(&reqs[1]),
+            json!({"schemas": [wire::PATCH_OP_SCHEMA], "Operations": [
+                {"op": "replace", "value": {"id": "g1", "displayName": "Engineering"}}]})
+        );
+        let add1 = body(&reqs[2]);
+        assert_eq!(add1["Operations"][0]["op"], "add");
+        assert_eq!(add1["Operations"][0]["path"], "members");
+        assert_eq!(
+            add1["Operations"][0]["value"].as_array().map(Vec::len),
+            Some(100)
+        );
+        assert_eq!(add1["Operations"][0]["value"][0], json!({"value": "u0"}));
+        assert_eq!(
+            body(&reqs[3])["Operations"][0]["value"]
+                .as_array()
+                .map(Vec::len),
+            Some(50)
+        );
+        assert_eq!(
+            body(&reqs[4]),
+            json!({"schemas": [wire::PATCH_OP_SCHEMA], "Operations": [
+                {"op": "remove", "path": "members", "value": [{"value": "u0"}, {"value": "u1"}]}]})
+        );
+        assert_eq!(reqs[5].method.as_str(), "DELETE");
+        assert_eq!(reqs[5].url.path(), "/scim/v2/Groups/g1");
+    }
+
+    #[tokio::test]
+    async fn list_users_pages_by_start_index_until_total_results() {
+        let (server, client, _) = setup().await;
+        for (start, n) in [(1u64, 100u64), (101, 100), (201, 50)] {
+            let resources: Vec<_> = (start..start + n)
+                .map(|i| user_json(&format!("u{i}"), &format!("p{i}@example.com")))
+                .collect();
+            Mock::given(method("GET"))
+                .and(path("/scim/v2/Users"))
+                .and(wiremock::matchers::query_param(
+                    "startIndex",
+                    start.to_string(),
+                ))
+                .and(wiremock::matchers::query_param("count", "100"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                    "totalResults": 250, "startIndex": start, "itemsPerPage": n,
+                    "Resources": resources
+                })))
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        let mut seen = Vec::new();
+        let n = client
+            .list_users(|u| seen.push(u.id))
+            .await
+            .expect("listed");
+        assert_eq!(n, 250);
+        assert_eq!(seen.len(), 250);
+        assert_eq!(seen[0], ScimUserId::new("u1"));
+        assert_eq!(seen[249], ScimUserId::new("u250"));
+    }
+
+    #[tokio::test]
+    async fn a_plus_in_a_user_name_filter_is_percent_encoded() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/Users"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "totalResults": 1, "Resources": [user_json("u1", "a+b@example.com")]
+            })))
+            .mount(&server)
+            .await;
+        let u = client
+            .find_user_by_name("a+b@example.com")
+            .await
+            .expect("lookup");
+        assert_eq!(u.map(|u| u.id), Some(ScimUserId::new("u1")));
+        let reqs = requests(&server).await;
+        assert_eq!(reqs.len(), 1);
+        let query = reqs[0].url.query().unwrap_or("");
+        assert!(
+            query.contains("filter=userName%20eq%20%22a%2Bb%40example.com%22"),
+            "query was {query}"
+        );
+        let decoded: Vec<(String, String)> = reqs[0].url.query_pairs().into_owned().collect();
+        assert!(decoded.contains(&("filter".into(), "userName eq \"a+b@example.com\"".into())));
+    }
+
+    #[tokio::test]
+    async fn a_mixed_case_lookup_falls_back_to_the_lowercased_value_and_quotes_are_escaped() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("GET"))
+            .and(wiremock::matchers::query_param(
+                "filter",
+                "userName eq \"taylor.lee@example.com\"",
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "totalResults": 1, "Resources": [user_json("u1", "taylor.lee@example.com")]
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"totalResults": 0, "Resources": []})),
+            )
+            .mount(&server)
+            .await;
+        let u = client
+            .find_user_by_name("Taylor.Lee@Example.com")
+            .await
+            .expect("lookup");
+        assert_eq!(u.map(|u| u.id), Some(ScimUserId::new("u1")));
+        assert_eq!(requests(&server).await.len(), 2);
+
+        assert_eq!(
+            client.find_user_by_name("a\"b\\c@x.io").await.expect("ok"),
+            None
+        );
+        let reqs = requests(&server).await;
+        let pairs: Vec<(String, String)> = reqs[2].url.query_pairs().into_owned().collect();
+        assert!(pairs.contains(&("filter".into(), r#"userName eq "a\"b\\c@x.io""#.into())));
+    }
+
+    #[tokio::test]
+    async fn a_409_uniqueness_on_create_is_already_exists() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("POST"))
+            .respond_with(scim_error(
+                409,
+                Some("uniqueness"),
+                "This person is already a member of the team.",
+            ))
+            .mount(&server)
+            .await;
+        let out = client.create_user(&attrs(), "00u1").await.expect("outcome");
+        assert_eq!(
+            out,
+            CreateOutcome::AlreadyExists {
+                detail: "This person is already a member of the team.".into()
+            }
+        );
+        let g = client.create_group("Eng", &[]).await.expect("outcome");
+        assert!(matches!(g, GroupCreateOutcome::AlreadyExists { .. }));
+        assert_eq!(requests(&server).await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn writes_accept_204_without_a_body_and_200_with_a_non_json_body() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        Mock::given(method("PUT"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("OK"))
+            .mount(&server)
+            .await;
+        let id = ScimUserId::new("u1");
+        client.set_active(&id, true).await.expect("204 is fine");
+        client
+            .replace_user(&id, &attrs(), true)
+            .await
+            .expect("200 text is fine");
+    }
+
+    #[tokio::test]
+    async fn a_create_that_returns_no_id_is_an_ambiguous_decode_error() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(201))
+            .mount(&server)
+            .await;
+        let err = client
+            .create_user(&attrs(), "00u1")
+            .await
+            .expect_err("no id");
+        assert!(matches!(err, ScimError::Decode { .. }), "{err:?}");
+        assert!(err.is_ambiguous());
+        assert_eq!(requests(&server).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_patch_that_gets_503_twice_then_200_succeeds_on_the_third_attempt() {
+        let (server, client, metrics) = setup().await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(503))
+            .up_to_n_times(2)
+            .mount(&server)
+            .await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(user_json("u1", "x@y.z")))
+            .mount(&server)
+            .await;
+        client
+            .set_active(&ScimUserId::new("u1"), false)
+            .await
+            .expect("third time lucky");
+        assert_eq!(requests(&server).await.len(), 3);
+        let text = metrics.encode();
+        assert!(text.contains("scim_requests_total{method=\"PATCH\",status=\"503\"} 2"));
+        assert!(text.contains("retries_total{api=\"scim\"} 2"));
+    }
+
+    #[tokio::test]
+    async fn a_post_that_gets_500_is_not_retried_and_is_ambiguous() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("POST"))
+            .respond_with(scim_error(500, None, "Couldn't fetch members of the team."))
+            .mount(&server)
+            .await;
+        let err = client.create_user(&attrs(), "00u1").await.expect_err("500");
+        assert!(err.is_ambiguous());
+        assert!(!err.is_retryable());
+        assert_eq!(err.status(), Some(500));
+        assert_eq!(requests(&server).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_post_that_times_out_is_not_retried_and_is_ambiguous() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(2)))
+            .mount(&server)
+            .await;
+        let mut cfg = config(&server);
+        cfg.timeout = Duration::from_millis(200);
+        let client = ScimClient::new(cfg, Arc::new(Metrics::new())).expect("client");
+        let err = client.create_group("Eng", &[]).await.expect_err("timeout");
+        assert!(
+            matches!(
+                err,
+                ScimError::Timeout {
+                    ambiguous: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(requests(&server).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_post_that_cannot_connect_is_retried_because_it_was_never_sent() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let metrics = Arc::new(Metrics::new());
+        let mut cfg = ScimClientConfig::new(SecretString::from(KEY));
+        cfg.base_url = Url::parse(&format!("http://{addr}/scim/v2")).expect("url");
+        cfg.retry = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::fast()
+        };
+        let client = ScimClient::new(cfg, metrics.clone()).expect("client");
+        let err = client
+            .create_user(&attrs(), "00u1")
+            .await
+            .expect_err("refused");
+        assert!(!err.is_ambiguous(), "{err:?}");
+        assert!(err.is_retryable());
+        assert!(!err.to_string().contains(KEY));
+        assert!(metrics
+            .encode()
+            .contains("scim_requests_total{method=\"POST\",status=\"0\"} 3"));
+    }
+
+    #[tokio::test]
+    async fn a_429_with_retry_after_is_retried_even_for_a_post() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(user_json("u1", "x@y.z")))
+            .mount(&server)
+            .await;
+        let out = client.create_user(&attrs(), "00u1").await.expect("created");
+        assert!(matches!(out, CreateOutcome::Created(_)));
+        assert_eq!(requests(&server).await.len(), 2);
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(parse_retry_after(&h), None);
+    }
+
+    #[tokio::test]
+    async fn a_400_is_not_retried_and_its_scim_error_body_is_parsed() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("PATCH"))
+            .respond_with(scim_error(
+                400,
+                Some("invalidSyntax"),
+                "The request body seems to be incomplete or have unsupported characters.",
+            ))
+            .mount(&server)
+            .await;
+        let err = client
+            .rename_group(&ScimGroupId::new("g1"), "x")
+            .await
+            .expect_err("400");
+        assert!(err.is_permanent());
+        assert!(!err.is_retryable());
+        assert_eq!(err.status(), Some(400));
+        assert_eq!(err.scim_type(), Some("invalidSyntax"));
+        assert!(err.to_string().contains("incomplete or have unsupported"));
+        assert_eq!(requests(&server).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_401_carries_the_operator_hint_and_never_the_key() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+                "type": "https://api.postman.com/problems/unauthorized",
+                "title": "Unauthorized",
+                "detail": format!("Invalid API key {KEY}"),
+                "status": 401
+            })))
+            .mount(&server)
+            .await;
+        let err = client.probe_users().await.expect_err("401");
+        assert!(err.hint().is_some_and(|h| h.contains("ACTIVE")));
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains(KEY), "{shown}");
+        assert!(shown.contains("[redacted]"));
+        let reqs = requests(&server).await;
+        assert_eq!(reqs.len(), 1);
+        let q: Vec<(String, String)> = reqs[0].url.query_pairs().into_owned().collect();
+        assert_eq!(
+            q,
+            [
+                ("count".into(), "1".into()),
+                ("startIndex".into(), "1".into())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn get_user_maps_404_to_none_and_a_missing_group_delete_to_success() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("GET"))
+            .respond_with(scim_error(
+                404,
+                None,
+                "This person isn't a member of the team.",
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("DELETE"))
+            .respond_with(scim_error(
+                404,
+                None,
+                "This group isn't a member of the team.",
+            ))
+            .mount(&server)
+            .await;
+        assert_eq!(
+            client.get_user(&ScimUserId::new("nope")).await.expect("ok"),
+            None
+        );
+        client
+            .delete_group(&ScimGroupId::new("gone"))
+            .await
+            .expect("already absent");
+    }
+
+    #[tokio::test]
+    async fn writes_are_paced_proactively_across_clones() {
+        let server = MockServer::start().await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        let metrics = Arc::new(Metrics::new());
+        let mut cfg = config(&server);
+        cfg.writes_per_minute = 120; // about 2 per second, burst 1
+        let client = ScimClient::new(cfg, metrics.clone()).expect("client");
+        let (a, b) = (client.clone(), client.clone());
+        let id = ScimUserId::new("u1");
+        let started = Instant::now();
+        let (r1, r2, r3) = tokio::join!(
+            client.set_active(&id, true),
+            a.set_active(&id, true),
+            b.set_active(&id, true)
+        );
+        r1.and(r2).and(r3).expect("all succeed");
+        // Two of the three had to wait for a token (~0.51 s each); none got a 429.
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        assert_eq!(requests(&server).await.len(), 3);
+        let text = metrics.encode();
+        assert!(text.contains("rate_limit_wait_seconds_total{api=\"scim\"}"));
+        assert!(!text.contains("retries_total"));
+    }
 }

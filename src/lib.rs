@@ -9,18 +9,19 @@
 //! - [`scim`]: Postman SCIM client (pacing, retries, SCIM errors, wire types).
 //! - [`sim`]: stateful simulators of Okta and Postman on 127.0.0.1, used by tests and `demo`.
 
-pub mod config;
-pub mod metrics;
-pub mod model;
-pub mod plan;
-pub mod retry;
-pub mod store;
 pub mod app;
 pub mod apply;
 pub mod check;
 pub mod cli;
+pub mod config;
 pub mod engine;
+pub mod metrics;
+pub mod model;
 pub mod output;
+pub mod plan;
+pub mod retry;
 pub mod schedule;
+pub mod scim;
 pub mod status;
+pub mod store;
 pub mod telemetry;

@@ -1,0 +1,1373 @@
+//! The Postman SCIM 2.0 client: users (list, look up, create, replace, activate/deactivate,
+//! rename), groups (list, look up, create, rename, add/remove members, delete) and the
+//! credential check, with proactive pacing (`pacing`), the shared retry loop (`crate::retry`),
+//! typed errors (`error`) and private wire types (`wire`). It sends exactly the documented
+//! bodies (postman-scim.md A4, A5) and returns domain types from `crate::model`.
+//!
+//! It must not decide what to change (that is the planner's job), must never send a user DELETE
+//! (Postman has none: A3), must never retry a POST that may have reached Postman, and must never
+//! let the API key reach a log, a `Debug` string or an error.
+
+mod error;
+mod pacing;
+mod wire;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use url::Url;
+
+pub use error::ScimError;
+
+use crate::metrics::Metrics;
+use crate::model::{PostmanGroup, PostmanUser, ScimGroupId, ScimUserId, UserAttrs};
+use crate::retry::{retry, Attempt, RetryPolicy};
+use error::{is_non_idempotent, is_retryable_status};
+use pacing::{Bucket, Pacer};
+
+/// The base URL Postman tells IdPs to use (postman-scim.md A2).
+pub const DEFAULT_BASE_URL: &str = "https://api.getpostman.com/scim/v2";
+
+/// SCIM page size: Postman's default and its advertised `filter.maxResults` (A4.2, B3).
+const PAGE_SIZE: u64 = 100;
+
+/// A listing that has not ended after this many pages is a server that ignores `startIndex`.
+const MAX_PAGES: u32 = 10_000;
+
+/// Most members changed by one group PATCH.
+const MEMBER_CHUNK: usize = 100;
+
+/// How the key goes into the `Authorization` header (postman-scim.md A2, B1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// The key is the whole header value: what Postman's own clients send.
+    #[default]
+    Raw,
+    /// `Bearer <key>`.
+    Bearer,
+}
+
+/// Everything the client needs. `Debug` shows no secret (`SecretString` redacts itself).
+#[derive(Clone, Debug)]
+pub struct ScimClientConfig {
+    /// Default [`DEFAULT_BASE_URL`]; a trailing slash is tolerated.
+    pub base_url: Url,
+    pub api_key: SecretString,
+    pub auth_scheme: AuthScheme,
+    /// POST, PUT, PATCH and DELETE per minute (Postman allows 180: A8).
+    pub writes_per_minute: u32,
+    /// GET per minute (Postman allows 300: A8).
+    pub reads_per_minute: u32,
+    /// Per request.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl ScimClientConfig {
+    /// The documented defaults, with this key.
+    pub fn new(api_key: SecretString) -> Self {
+        Self {
+            base_url: Url::parse(DEFAULT_BASE_URL).expect("the default base URL is valid"),
+            api_key,
+            auth_scheme: AuthScheme::Raw,
+            writes_per_minute: 180,
+            reads_per_minute: 300,
+            timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Result of `create_user`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created(PostmanUser),
+    /// 409 `uniqueness` (A4.3, A7): look the user up and reconcile.
+    AlreadyExists {
+        detail: String,
+    },
+}
+
+/// Result of `create_group`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupCreateOutcome {
+    Created(PostmanGroup),
+    /// 409 `uniqueness` (A5): look the group up and reconcile.
+    AlreadyExists {
+        detail: String,
+    },
+}
+
+/// A Postman SCIM client. Cheap to clone; clones share the connection pool and the pacing
+/// buckets, so the per-team limits hold across every task that uses them.
+#[derive(Clone)]
+pub struct ScimClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// Always ends in a non-empty last segment (no trailing slash).
+    base: Url,
+    auth: HeaderValue,
+    /// Kept only to scrub it from anything the server echoes back.
+    key: SecretString,
+    timeout: Duration,
+    retry: RetryPolicy,
+    pacer: Pacer,
+    metrics: Arc<Metrics>,
+}
+
+impl fmt::Debug for ScimClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScimClient")
+            .field("base_url", &self.inner.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verb {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Put => "PUT",
+            Verb::Patch => "PATCH",
+            Verb::Delete => "DELETE",
+        }
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+            Verb::Put => Method::PUT,
+            Verb::Patch => Method::PATCH,
+            Verb::Delete => Method::DELETE,
+        }
+    }
+}
+
+/// A success response: its raw body (may be empty, or not JSON, for a 204 or a write).
+struct Reply {
+    body: Vec<u8>,
+}
+
+impl ScimClient {
+    pub fn new(cfg: ScimClientConfig, metrics: Arc<Metrics>) -> Result<Self, ScimError> {
+        let base = normalise_base(cfg.base_url)?;
+        let key = cfg.api_key.expose_secret();
+        if key.trim().is_empty() {
+            return Err(ScimError::Config("the SCIM API key is empty".into()));
+        }
+        let value = match cfg.auth_scheme {
+            AuthScheme::Raw => key.to_owned(),
+            AuthScheme::Bearer => format!("Bearer {key}"),
+        };
+        let mut auth = HeaderValue::from_str(&value).map_err(|_| {
+            ScimError::Config(
+                "the SCIM API key contains characters that cannot be sent in an HTTP header".into(),
+            )
+        })?;
+        auth.set_sensitive(true);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("okta-postman-sync/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .timeout(cfg.timeout)
+            .build()
+            .map_err(|e| ScimError::Config(format!("building the HTTP client: {e}")))?;
+        let pacer = Pacer::new(cfg.reads_per_minute, cfg.writes_per_minute)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                auth,
+                key: cfg.api_key,
+                timeout: cfg.timeout,
+                retry: cfg.retry,
+                pacer,
+                metrics,
+            }),
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Users
+
+    /// Lists every team member (active or not: A4.2), in pages of 100 by `startIndex`/`count`,
+    /// calling `on_user` for each. Returns how many were listed.
+    pub async fn list_users(&self, mut on_user: impl FnMut(PostmanUser)) -> Result<u64, ScimError> {
+        self.list_pages("Users", None, |u: wire::User| on_user(u.into()))
+            .await
+    }
+
+    /// Looks a member up by `userName` (their email). Postman's filter is case-sensitive (A4.2,
+    /// B5), so: the exact value first, then, if it has upper case and nothing matched, the
+    /// lowercased value; matches are compared case-insensitively here.
+    pub async fn find_user_by_name(
+        &self,
+        user_name: &str,
+    ) -> Result<Option<PostmanUser>, ScimError> {
+        let mut tries = vec![user_name.to_owned()];
+        if user_name.chars().any(char::is_uppercase) {
+            tries.push(user_name.to_lowercase());
+        }
+        let wanted = crate::model::user_name_key(user_name);
+        for value in tries {
+            let filter = format!("userName eq \"{}\"", escape_filter_value(&value));
+            let mut found: Vec<PostmanUser> = Vec::new();
+            self.list_pages("Users", Some(&filter), |u: wire::User| found.push(u.into()))
+                .await?;
+            let exact = found.iter().position(|u| u.attrs.user_name == user_name);
+            let loose = found
+                .iter()
+                .position(|u| crate::model::user_name_key(&u.attrs.user_name) == wanted);
+            if let Some(i) = exact.or(loose) {
+                return Ok(Some(found.swap_remove(i)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `POST /Users` (A4.3). Not retried once it may have reached Postman: such failures are
+    /// `is_ambiguous()` and the caller must look the user up before trying again.
+    pub async fn create_user(
+        &self,
+        attrs: &UserAttrs,
+        external_id: &str,
+    ) -> Result<CreateOutcome, ScimError> {
+        let body = wire::CreateUser {
+            schemas: [wire::USER_SCHEMA],
+            user_name: &attrs.user_name,
+            name: attrs.into(),
+            external_id,
+            active: true,
+        };
+        let path = "/Users";
+        match self.send(Verb::Post, &["Users"], None, Some(&body)).await {
+            Ok(reply) => {
+                let user: wire::User = decode(Verb::Post, path, &reply)?;
+                Ok(CreateOutcome::Created(user.into()))
+            }
+            Err(e) => match conflict_detail(&e) {
+                Some(detail) => Ok(CreateOutcome::AlreadyExists { detail }),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// `PUT /Users/{id}` (A4.4) with `userName`, `name` and `active` every time, so a strict
+    /// full-replace server keeps all three (B12).
+    pub async fn replace_user(
+        &self,
+        id: &ScimUserId,
+        attrs: &UserAttrs,
+        active: bool,
+    ) -> Result<(), ScimError> {
+        let body = wire::ReplaceUser {
+            schemas: [wire::USER_SCHEMA],
+            user_name: &attrs.user_name,
+            name: attrs.into(),
+            active,
+        };
+        self.send(Verb::Put, &["Users", id.as_str()], None, Some(&body))
+            .await
+            .map(drop)
+    }
+
+    /// `PATCH /Users/{id}` replacing `active` (A4.5: no path, the value is an object).
+    /// `false` removes the member from the team; `true` brings them back (A9).
+    pub async fn set_active(&self, id: &ScimUserId, active: bool) -> Result<(), ScimError> {
+        let op = wire::PatchOp::one("replace", None, json!({ "active": active }));
+        self.send(Verb::Patch, &["Users", id.as_str()], None, Some(&op))
+            .await
+            .map(drop)
+    }
+
+    /// `PATCH /Users/{id}` replacing `userName` (A4.5; verified domains only: A4.4).
+    pub async fn set_user_name(&self, id: &ScimUserId, user_name: &str) -> Result<(), ScimError> {
+        let op = wire::PatchOp::one("replace", Some("userName"), json!(user_name));
+        self.send(Verb::Patch, &["Users", id.as_str()], None, Some(&op))
+            .await
+            .map(drop)
+    }
+
+    /// `GET /Users/{id}`; `None` when Postman says 404 (not a member: A7).
+    pub async fn get_user(&self, id: &ScimUserId) -> Result<Option<PostmanUser>, ScimError> {
+        match self
+            .send::<()>(Verb::Get, &["Users", id.as_str()], None, None)
+            .await
+        {
+            Ok(reply) => {
+                let user: wire::User = decode(Verb::Get, &format!("/Users/{id}"), &reply)?;
+                Ok(Some(user.into()))
+            }
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Groups
+
+    /// Lists every group with its members, in pages of 100. Returns how many were listed.
+    pub async fn list_groups(
+        &self,
+        mut on_group: impl FnMut(PostmanGroup),
+    ) -> Result<u64, ScimError> {
+        self.list_pages("Groups", None, |g: wire::Group| on_group(g.into()))
+            .await
+    }
+
+    /// Looks a group up by its exact `displayName` (the only group filter: A5).
+    pub async fn find_group_by_name(
+        &self,
+        display_name: &str,
+    ) -> Result<Option<PostmanGroup>, ScimError> {
+        let filter = format!("displayName eq \"{}\"", escape_filter_value(display_name));
+        let mut found: Option<PostmanGroup> = None;
+        self.list_pages("Groups", Some(&filter), |g: wire::Group| {
+            if found.is_none() && g.display_name == display_name {
+                found = Some(g.into());
+            }
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// `POST /Groups` (A5). Same retry rules as `create_user`.
+    pub async fn create_group(
+        &self,
+        display_name: &str,
+        members: &[ScimUserId],
+    ) -> Result<GroupCreateOutcome, ScimError> {
+        let body = wire::CreateGroup {
+            schemas: [wire::GROUP_SCHEMA],
+            display_name,
+            members: members
+                .iter()
+                .map(|m| wire::MemberOut { value: m.as_str() })
+                .collect(),
+        };
+        match self.send(Verb::Post, &["Groups"], None, Some(&body)).await {
+            Ok(reply) => {
+                let group: wire::Group = decode(Verb::Post, "/Groups", &reply)?;
+                let echoed_members = group.members.is_some();
+                let mut group = PostmanGroup::from(group);
+                if !echoed_members {
+                    // The body did not list members; they are what we sent.
+                    group.members = members.iter().cloned().collect();
+                }
+                Ok(GroupCreateOutcome::Created(group))
+            }
+            Err(e) => match conflict_detail(&e) {
+                Some(detail) => Ok(GroupCreateOutcome::AlreadyExists { detail }),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// `PATCH /Groups/{id}` replacing `{id, displayName}` (the documented rename: A5).
+    pub async fn rename_group(
+        &self,
+        id: &ScimGroupId,
+        display_name: &str,
+    ) -> Result<(), ScimError> {
+        let op = wire::PatchOp::one(
+            "replace",
+            None,
+            json!({ "id": id.as_str(), "displayName": display_name }),
+        );
+        self.send(Verb::Patch, &["Groups", id.as_str()], None, Some(&op))
+            .await
+            .map(drop)
+    }
+
+    /// Adds members with `{"op":"add","path":"members",...}` (B10), at most 100 per PATCH. On an
+    /// error, earlier chunks have been applied (adding is idempotent, so repeating is safe).
+    pub async fn add_group_members(
+        &self,
+        id: &ScimGroupId,
+        members: &[ScimUserId],
+    ) -> Result<(), ScimError> {
+        self.patch_members(id, "add", members).await
+    }
+
+    /// Removes members with `{"op":"remove","path":"members",...}` (B10), at most 100 per PATCH.
+    pub async fn remove_group_members(
+        &self,
+        id: &ScimGroupId,
+        members: &[ScimUserId],
+    ) -> Result<(), ScimError> {
+        self.patch_members(id, "remove", members).await
+    }
+
+    /// `DELETE /Groups/{id}` (A5). A 404 means the group is already gone, which is the goal,
+    /// so it counts as success (this also makes a verified repeat after an ambiguous failure
+    /// harmless). Not blindly retried, like a POST.
+    pub async fn delete_group(&self, id: &ScimGroupId) -> Result<(), ScimError> {
+        match self
+            .send::<()>(Verb::Delete, &["Groups", id.as_str()], None, None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => {
+                tracing::debug!(group = %id, "group already absent in Postman");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Check
+
+    /// `GET /ServiceProviderConfig` (A6): the endpoint answers and returns a JSON object.
+    pub async fn service_provider_config(&self) -> Result<(), ScimError> {
+        let reply = self
+            .send::<()>(Verb::Get, &["ServiceProviderConfig"], None, None)
+            .await?;
+        let _: serde_json::Map<String, serde_json::Value> =
+            decode(Verb::Get, "/ServiceProviderConfig", &reply)?;
+        Ok(())
+    }
+
+    /// `GET /Users?count=1&startIndex=1`: the key can read team members (A11, Postman-CS check).
+    pub async fn probe_users(&self) -> Result<(), ScimError> {
+        let query = encode_query(&[("count", "1"), ("startIndex", "1")]);
+        let reply = self
+            .send::<()>(Verb::Get, &["Users"], Some(&query), None)
+            .await?;
+        let _: wire::ListResponse<serde_json::Value> = decode(Verb::Get, "/Users", &reply)?;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Plumbing
+
+    async fn patch_members(
+        &self,
+        id: &ScimGroupId,
+        op: &'static str,
+        members: &[ScimUserId],
+    ) -> Result<(), ScimError> {
+        for chunk in members.chunks(MEMBER_CHUNK) {
+            let value: Vec<_> = chunk
+                .iter()
+                .map(|m| json!({ "value": m.as_str() }))
+                .collect();
+            let patch = wire::PatchOp::one(op, Some("members"), serde_json::Value::Array(value));
+            self.send(Verb::Patch, &["Groups", id.as_str()], None, Some(&patch))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Pages through a ListResponse by `startIndex`/`count` until `totalResults` is reached
+    /// (or, without it, until a short or empty page).
+    async fn list_pages<T: DeserializeOwned>(
+        &self,
+        resource: &'static str,
+        filter: Option<&str>,
+        mut on_item: impl FnMut(T),
+    ) -> Result<u64, ScimError> {
+        let path = format!("/{resource}");
+        let count = PAGE_SIZE.to_string();
+        let mut start: u64 = 1;
+        let mut listed: u64 = 0;
+        for _ in 0..MAX_PAGES {
+            let start_s = start.to_string();
+            let mut pairs = vec![("startIndex", start_s.as_str()), ("count", count.as_str())];
+            if let Some(f) = filter {
+                pairs.push(("filter", f));
+            }
+            let query = encode_query(&pairs);
+            let reply = self
+                .send::<()>(Verb::Get, &[resource], Some(&query), None)
+                .await?;
+            let page: wire::ListResponse<T> = decode(Verb::Get, &path, &reply)?;
+            let n = page.resources.len() as u64;
+            page.resources.into_iter().for_each(&mut on_item);
+            listed += n;
+            start += n;
+            let done = match page.total_results {
+                _ if n == 0 => true,
+                Some(total) => start > total,
+                None => n < PAGE_SIZE,
+            };
+            if done {
+                return Ok(listed);
+            }
+        }
+        Err(ScimError::Decode {
+            method: Verb::Get.as_str(),
+            path,
+            message: format!("paging did not end after {MAX_PAGES} pages"),
+        })
+    }
+
+    fn url(&self, segments: &[&str], query: Option<&str>) -> Url {
+        let mut url = self.inner.base.clone();
+        url.path_segments_mut()
+            .expect("checked in new(): the base URL can have path segments")
+            .extend(segments);
+        url.set_query(query);
+        url
+    }
+
+    /// One logical request: waits for its pacing token before every attempt, and retries what
+    /// is safe to retry (idempotent methods on 429/5xx/timeouts/transport errors; POST and
+    /// DELETE only on 429 and on errors that prove the request was never sent).
+    async fn send<B: Serialize>(
+        &self,
+        verb: Verb,
+        segments: &[&str],
+        query: Option<&str>,
+        body: Option<&B>,
+    ) -> Result<Reply, ScimError> {
+        let inner = &*self.inner;
+        let method = verb.as_str();
+        let path = format!("/{}", segments.join("/"));
+        let url = self.url(segments, query);
+        let body: Option<Vec<u8>> = body.map(|b| {
+            serde_json::to_vec(b).expect("request bodies are plain structs with string keys")
+        });
+        let idempotent = !is_non_idempotent(method);
+        let path = path.as_str();
+        let url = &url;
+        let body = body.as_deref();
+
+        retry(&inner.retry, &inner.metrics, "scim", || async move {
+            inner
+                .pacer
+                .wait(Bucket::for_method(method), &inner.metrics)
+                .await;
+            let mut req = inner
+                .http
+                .request(verb.method(), url.clone())
+                .header(AUTHORIZATION, inner.auth.clone());
+            if let Some(b) = body {
+                req = req
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(b.to_vec());
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    inner.metrics.scim_request(method, 0);
+                    return Err(self.transport_attempt(e, method, path, idempotent));
+                }
+            };
+            let status = resp.status().as_u16();
+            inner.metrics.scim_request(method, status);
+            tracing::debug!(method, path, status, "scim request");
+            let retry_after = parse_retry_after(resp.headers());
+            let bytes = match resp.bytes().await {
+                Ok(b) => b,
+                Err(e) => return Err(self.transport_attempt(e, method, path, idempotent)),
+            };
+            if (200..300).contains(&status) {
+                return Ok(Reply {
+                    body: bytes.to_vec(),
+                });
+            }
+            let info = wire::parse_error_body(&bytes);
+            let err = ScimError::Http {
+                method,
+                path: path.to_owned(),
+                status,
+                scim_type: info.scim_type,
+                detail: self.redact(&info.detail),
+            };
+            // 429 means Postman did not act on the request, so even a POST may repeat it.
+            if status == 429 || (idempotent && is_retryable_status(status)) {
+                Err(Attempt::Transient { err, retry_after })
+            } else {
+                Err(Attempt::Permanent(err))
+            }
+        })
+        .await
+    }
+
+    /// Classifies a failure without an HTTP status.
+    fn transport_attempt(
+        &self,
+        e: reqwest::Error,
+        method: &'static str,
+        path: &str,
+        idempotent: bool,
+    ) -> Attempt<ScimError> {
+        // A connect error means nothing was sent: safe to repeat for every method.
+        let ambiguous = !idempotent && !e.is_connect();
+        let err = if e.is_timeout() {
+            ScimError::Timeout {
+                method,
+                path: path.to_owned(),
+                ambiguous,
+                after: self.inner.timeout,
+            }
+        } else {
+            ScimError::Transport {
+                method,
+                path: path.to_owned(),
+                ambiguous,
+                message: self.redact(&error_chain(&e.without_url())),
+            }
+        };
+        if ambiguous {
+            Attempt::Permanent(err)
+        } else {
+            Attempt::Transient {
+                err,
+                retry_after: None,
+            }
+        }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        let key = self.inner.key.expose_secret();
+        if key.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(key, "[redacted]")
+        }
+    }
+}
+
+/// The base URL with any trailing slash removed, checked to be an http(s) URL with a path.
+fn normalise_base(mut base: Url) -> Result<Url, ScimError> {
+    if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+        return Err(ScimError::Config(format!(
+            "the SCIM base URL must be an http(s) URL, got {base}"
+        )));
+    }
+    base.set_query(None);
+    base.set_fragment(None);
+    base.path_segments_mut()
+        .map_err(|()| ScimError::Config("the SCIM base URL cannot take a path".into()))?
+        .pop_if_empty();
+    Ok(base)
+}
+
+/// A 409 create conflict that means "already there" (A4.3, A5, A7): scimType `uniqueness`, or
+/// none at all. Any other 409 stays an error.
+fn conflict_detail(e: &ScimError) -> Option<String> {
+    match e {
+        ScimError::Http {
+            status: 409,
+            scim_type,
+            detail,
+            ..
+        } if scim_type.as_deref().is_none_or(|t| t == "uniqueness") => Some(detail.clone()),
+        _ => None,
+    }
+}
+
+fn decode<T: DeserializeOwned>(verb: Verb, path: &str, reply: &Reply) -> Result<T, ScimError> {
+    serde_json::from_slice(&reply.body).map_err(|e| ScimError::Decode {
+        method: verb.as_str(),
+        path: path.to_owned(),
+        message: if reply.body.is_empty() {
+            "empty body".to_owned()
+        } else {
+            e.to_string()
+        },
+    })
+}
+
+/// A SCIM filter string value: `"` and `\` escaped (RFC 7644 §3.4.2.2, JSON string rules).
+fn escape_filter_value(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// A fully percent-encoded query string. Spaces become `%20` (not form-style `+`) and a literal
+/// `+` becomes `%2B`, so an address like `a+b@example.com` cannot turn into a space on the
+/// server (A4.2: "a `+` in an address must be encoded").
+fn encode_query(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn encode_component(s: &str) -> String {
+    // byte_serialize encodes everything but [A-Za-z0-9*-._] and writes a space as `+`; a
+    // literal `+` comes out as `%2B`, so every remaining `+` was a space.
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// `Retry-After` in seconds (the form Postman and other clients use: A8). HTTP dates are not
+/// documented for Postman and fall back to backoff.
+fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let secs: f64 = v.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::time::Instant;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+    const KEY: &str = "PMAT-scim-test-key";
+
+    fn config(server: &MockServer) -> ScimClientConfig {
+        ScimClientConfig {
+            base_url: Url::parse(&format!("{}/scim/v2", server.uri())).expect("mock url"),
+            api_key: SecretString::from(KEY),
+            auth_scheme: AuthScheme::Raw,
+            writes_per_minute: 60_000,
+            reads_per_minute: 60_000,
+            timeout: Duration::from_secs(5),
+            retry: RetryPolicy::fast(),
+        }
+    }
+
+    async fn setup() -> (MockServer, ScimClient, Arc<Metrics>) {
+        let server = MockServer::start().await;
+        let metrics = Arc::new(Metrics::new());
+        let client = ScimClient::new(config(&server), metrics.clone()).expect("client");
+        (server, client, metrics)
+    }
+
+    async fn requests(server: &MockServer) -> Vec<Request> {
+        server.received_requests().await.expect("recording is on")
+    }
+
+    fn body(req: &Request) -> Value {
+        serde_json::from_slice(&req.body).expect("request body is JSON")
+    }
+
+    fn header<'a>(req: &'a Request, name: &str) -> &'a str {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    fn user_json(id: &str, user_name: &str) -> Value {
+        json!({
+            "schemas": [wire::USER_SCHEMA], "id": id, "userName": user_name,
+            "name": {"givenName": "Taylor", "familyName": "Lee"},
+            "externalId": "00u1", "active": true,
+            "meta": {"resourceType": "User"}
+        })
+    }
+
+    fn attrs() -> UserAttrs {
+        UserAttrs {
+            user_name: "taylor.lee@example.com".into(),
+            given_name: "Taylor".into(),
+            family_name: "Lee".into(),
+        }
+    }
+
+    fn scim_error(status: u16, scim_type: Option<&str>, detail: &str) -> ResponseTemplate {
+        let mut b = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "detail": detail, "status": status.to_string()
+        });
+        if let Some(t) = scim_type {
+            b["scimType"] = json!(t);
+        }
+        ResponseTemplate::new(status).set_body_json(b)
+    }
+
+    #[tokio::test]
+    async fn create_user_sends_the_documented_body_with_the_raw_key_and_json_headers() {
+        let (server, client, metrics) = setup().await;
+        Mock::given(method("POST"))
+            .and(path("/scim/v2/Users"))
+            .respond_with(
+                ResponseTemplate::new(201).set_body_json(user_json("u1", "taylor.lee@example.com")),
+            )
+            .mount(&server)
+            .await;
+        let out = client.create_user(&attrs(), "00u1").await.expect("created");
+        let CreateOutcome::Created(user) = out else {
+            panic!("expected Created, got {out:?}");
+        };
+        assert_eq!(user.id, ScimUserId::new("u1"));
+        assert_eq!(user.attrs, attrs());
+
+        let reqs = requests(&server).await;
+        assert_eq!(reqs.len(), 1);
+        let r = &reqs[0];
+        assert_eq!(header(r, "authorization"), KEY);
+        assert_eq!(header(r, "content-type"), "application/json");
+        assert_eq!(header(r, "accept"), "application/json");
+        assert_eq!(
+            header(r, "user-agent"),
+            concat!("okta-postman-sync/", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            body(r),
+            json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "taylor.lee@example.com",
+                "name": {"givenName": "Taylor", "familyName": "Lee"},
+                "externalId": "00u1",
+                "active": true
+            })
+        );
+        assert!(metrics
+            .encode()
+            .contains("scim_requests_total{method=\"POST\",status=\"201\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn the_bearer_scheme_prefixes_the_key_and_a_trailing_slash_in_the_base_is_tolerated() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/ServiceProviderConfig"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"patch": {}})))
+            .mount(&server)
+            .await;
+        let mut cfg = config(&server);
+        cfg.auth_scheme = AuthScheme::Bearer;
+        cfg.base_url = Url::parse(&format!("{}/scim/v2/", server.uri())).expect("url");
+        let client = ScimClient::new(cfg, Arc::new(Metrics::new())).expect("client");
+        client.service_provider_config().await.expect("ok");
+        let reqs = requests(&server).await;
+        assert_eq!(header(&reqs[0], "authorization"), format!("Bearer {KEY}"));
+        assert!(!format!("{client:?}").contains(KEY));
+    }
+
+    #[tokio::test]
+    async fn user_updates_send_put_with_all_three_attributes_and_replace_only_patches() {
+        let (server, client, _) = setup().await;
+        Mock::given(path("/scim/v2/Users/u1"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(user_json("u1", "x@example.com")),
+            )
+            .mount(&server)
+            .await;
+        let id = ScimUserId::new("u1");
+        client
+            .replace_user(&id, &attrs(), false)
+            .await
+            .expect("put");
+        client.set_active(&id, false).await.expect("patch active");
+        client
+            .set_user_name(&id, "new@example.com")
+            .await
+            .expect("patch userName");
+        let reqs = requests(&server).await;
+        let methods: Vec<_> = reqs.iter().map(|r| r.method.to_string()).collect();
+        assert_eq!(methods, ["PUT", "PATCH", "PATCH"]);
+        assert_eq!(
+            body(&reqs[0]),
+            json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "taylor.lee@example.com",
+                "name": {"givenName": "Taylor", "familyName": "Lee"},
+                "active": false
+            })
+        );
+        assert_eq!(
+            body(&reqs[1]),
+            json!({"schemas": [wire::PATCH_OP_SCHEMA],
+                   "Operations": [{"op": "replace", "value": {"active": false}}]})
+        );
+        assert_eq!(
+            body(&reqs[2]),
+            json!({"schemas": [wire::PATCH_OP_SCHEMA],
+                   "Operations": [{"op": "replace", "path": "userName", "value": "new@example.com"}]})
+        );
+    }
+
+    #[tokio::test]
+    async fn group_calls_send_the_documented_bodies_and_chunk_members_by_one_hundred() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("POST"))
+            .and(path("/scim/v2/Groups"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+                "id": "g1", "displayName": "Eng", "members": [{"value": "u1"}]
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("PATCH"))
+            .and(path("/scim/v2/Groups/g1"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        Mock::given(method("DELETE"))
+            .and(path("/scim/v2/Groups/g1"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        let g = ScimGroupId::new("g1");
+        let out = client
+            .create_group("Eng", &[ScimUserId::new("u1")])
+            .await
+            .expect("create");
+        let GroupCreateOutcome::Created(group) = out else {
+            panic!("expected Created, got {out:?}");
+        };
+        assert_eq!(group.id, g);
+        assert!(group.members.contains(&ScimUserId::new("u1")));
+        client
+            .rename_group(&g, "Engineering")
+            .await
+            .expect("rename");
+        let many: Vec<_> = (0..150).map(|i| ScimUserId::new(format!("u{i}"))).collect();
+        client.add_group_members(&g, &many).await.expect("add");
+        client
+            .remove_group_members(&g, &many[..2])
+            .await
+            .expect("remove");
+        client.add_group_members(&g, &[]).await.expect("no-op");
+        client.delete_group(&g).await.expect("delete");
+
+        let reqs = requests(&server).await;
+        assert_eq!(
+            reqs.len(),
+            6,
+            "create, rename, 2 add chunks, remove, delete"
+        );
+        assert_eq!(
+            body(&reqs[0]),
+            json!({"schemas": [wire::GROUP_SCHEMA], "displayName": "Eng",
+                   "members": [{"value": "u1"}]})
+        );
+        assert_eq!(
+            body(&reqs[1]),
+            json!({"schemas": [wire::PATCH_OP_SCHEMA], "Operations": [
+                {"op": "replace", "value": {"id": "g1", "displayName": "Engineering"}}]})
+        );
+        let add1 = body(&reqs[2]);
+        assert_eq!(add1["Operations"][0]["op"], "add");
+        assert_eq!(add1["Operations"][0]["path"], "members");
+        assert_eq!(
+            add1["Operations"][0]["value"].as_array().map(Vec::len),
+            Some(100)
+        );
+        assert_eq!(add1["Operations"][0]["value"][0], json!({"value": "u0"}));
+        assert_eq!(
+            body(&reqs[3])["Operations"][0]["value"]
+                .as_array()
+                .map(Vec::len),
+            Some(50)
+        );
+        assert_eq!(
+            body(&reqs[4]),
+            json!({"schemas": [wire::PATCH_OP_SCHEMA], "Operations": [
+                {"op": "remove", "path": "members", "value": [{"value": "u0"}, {"value": "u1"}]}]})
+        );
+        assert_eq!(reqs[5].method.as_str(), "DELETE");
+        assert_eq!(reqs[5].url.path(), "/scim/v2/Groups/g1");
+    }
+
+    #[tokio::test]
+    async fn list_users_pages_by_start_index_until_total_results() {
+        let (server, client, _) = setup().await;
+        for (start, n) in [(1u64, 100u64), (101, 100), (201, 50)] {
+            let resources: Vec<_> = (start..start + n)
+                .map(|i| user_json(&format!("u{i}"), &format!("p{i}@example.com")))
+                .collect();
+            Mock::given(method("GET"))
+                .and(path("/scim/v2/Users"))
+                .and(wiremock::matchers::query_param(
+                    "startIndex",
+                    start.to_string(),
+                ))
+                .and(wiremock::matchers::query_param("count", "100"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                    "totalResults": 250, "startIndex": start, "itemsPerPage": n,
+                    "Resources": resources
+                })))
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        let mut seen = Vec::new();
+        let n = client
+            .list_users(|u| seen.push(u.id))
+            .await
+            .expect("listed");
+        assert_eq!(n, 250);
+        assert_eq!(seen.len(), 250);
+        assert_eq!(seen[0], ScimUserId::new("u1"));
+        assert_eq!(seen[249], ScimUserId::new("u250"));
+    }
+
+    #[tokio::test]
+    async fn a_plus_in_a_user_name_filter_is_percent_encoded() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("GET"))
+            .and(path("/scim/v2/Users"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "totalResults": 1, "Resources": [user_json("u1", "a+b@example.com")]
+            })))
+            .mount(&server)
+            .await;
+        let u = client
+            .find_user_by_name("a+b@example.com")
+            .await
+            .expect("lookup");
+        assert_eq!(u.map(|u| u.id), Some(ScimUserId::new("u1")));
+        let reqs = requests(&server).await;
+        assert_eq!(reqs.len(), 1);
+        let query = reqs[0].url.query().unwrap_or("");
+        assert!(
+            query.contains("filter=userName%20eq%20%22a%2Bb%40example.com%22"),
+            "query was {query}"
+        );
+        let decoded: Vec<(String, String)> = reqs[0].url.query_pairs().into_owned().collect();
+        assert!(decoded.contains(&("filter".into(), "userName eq \"a+b@example.com\"".into())));
+    }
+
+    #[tokio::test]
+    async fn a_mixed_case_lookup_falls_back_to_the_lowercased_value_and_quotes_are_escaped() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("GET"))
+            .and(wiremock::matchers::query_param(
+                "filter",
+                "userName eq \"taylor.lee@example.com\"",
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "totalResults": 1, "Resources": [user_json("u1", "taylor.lee@example.com")]
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"totalResults": 0, "Resources": []})),
+            )
+            .mount(&server)
+            .await;
+        let u = client
+            .find_user_by_name("Taylor.Lee@Example.com")
+            .await
+            .expect("lookup");
+        assert_eq!(u.map(|u| u.id), Some(ScimUserId::new("u1")));
+        assert_eq!(requests(&server).await.len(), 2);
+
+        assert_eq!(
+            client.find_user_by_name("a\"b\\c@x.io").await.expect("ok"),
+            None
+        );
+        let reqs = requests(&server).await;
+        let pairs: Vec<(String, String)> = reqs[2].url.query_pairs().into_owned().collect();
+        assert!(pairs.contains(&("filter".into(), r#"userName eq "a\"b\\c@x.io""#.into())));
+    }
+
+    #[tokio::test]
+    async fn a_409_uniqueness_on_create_is_already_exists() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("POST"))
+            .respond_with(scim_error(
+                409,
+                Some("uniqueness"),
+                "This person is already a member of the team.",
+            ))
+            .mount(&server)
+            .await;
+        let out = client.create_user(&attrs(), "00u1").await.expect("outcome");
+        assert_eq!(
+            out,
+            CreateOutcome::AlreadyExists {
+                detail: "This person is already a member of the team.".into()
+            }
+        );
+        let g = client.create_group("Eng", &[]).await.expect("outcome");
+        assert!(matches!(g, GroupCreateOutcome::AlreadyExists { .. }));
+        assert_eq!(requests(&server).await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn writes_accept_204_without_a_body_and_200_with_a_non_json_body() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        Mock::given(method("PUT"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("OK"))
+            .mount(&server)
+            .await;
+        let id = ScimUserId::new("u1");
+        client.set_active(&id, true).await.expect("204 is fine");
+        client
+            .replace_user(&id, &attrs(), true)
+            .await
+            .expect("200 text is fine");
+    }
+
+    #[tokio::test]
+    async fn a_create_that_returns_no_id_is_an_ambiguous_decode_error() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(201))
+            .mount(&server)
+            .await;
+        let err = client
+            .create_user(&attrs(), "00u1")
+            .await
+            .expect_err("no id");
+        assert!(matches!(err, ScimError::Decode { .. }), "{err:?}");
+        assert!(err.is_ambiguous());
+        assert_eq!(requests(&server).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_patch_that_gets_503_twice_then_200_succeeds_on_the_third_attempt() {
+        let (server, client, metrics) = setup().await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(503))
+            .up_to_n_times(2)
+            .mount(&server)
+            .await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(user_json("u1", "x@y.z")))
+            .mount(&server)
+            .await;
+        client
+            .set_active(&ScimUserId::new("u1"), false)
+            .await
+            .expect("third time lucky");
+        assert_eq!(requests(&server).await.len(), 3);
+        let text = metrics.encode();
+        assert!(text.contains("scim_requests_total{method=\"PATCH\",status=\"503\"} 2"));
+        assert!(text.contains("retries_total{api=\"scim\"} 2"));
+    }
+
+    #[tokio::test]
+    async fn a_post_that_gets_500_is_not_retried_and_is_ambiguous() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("POST"))
+            .respond_with(scim_error(500, None, "Couldn't fetch members of the team."))
+            .mount(&server)
+            .await;
+        let err = client.create_user(&attrs(), "00u1").await.expect_err("500");
+        assert!(err.is_ambiguous());
+        assert!(!err.is_retryable());
+        assert_eq!(err.status(), Some(500));
+        assert_eq!(requests(&server).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_post_that_times_out_is_not_retried_and_is_ambiguous() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(2)))
+            .mount(&server)
+            .await;
+        let mut cfg = config(&server);
+        cfg.timeout = Duration::from_millis(200);
+        let client = ScimClient::new(cfg, Arc::new(Metrics::new())).expect("client");
+        let err = client.create_group("Eng", &[]).await.expect_err("timeout");
+        assert!(
+            matches!(
+                err,
+                ScimError::Timeout {
+                    ambiguous: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(requests(&server).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_post_that_cannot_connect_is_retried_because_it_was_never_sent() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let metrics = Arc::new(Metrics::new());
+        let mut cfg = ScimClientConfig::new(SecretString::from(KEY));
+        cfg.base_url = Url::parse(&format!("http://{addr}/scim/v2")).expect("url");
+        cfg.retry = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::fast()
+        };
+        let client = ScimClient::new(cfg, metrics.clone()).expect("client");
+        let err = client
+            .create_user(&attrs(), "00u1")
+            .await
+            .expect_err("refused");
+        assert!(!err.is_ambiguous(), "{err:?}");
+        assert!(err.is_retryable());
+        assert!(!err.to_string().contains(KEY));
+        assert!(metrics
+            .encode()
+            .contains("scim_requests_total{method=\"POST\",status=\"0\"} 3"));
+    }
+
+    #[tokio::test]
+    async fn a_429_with_retry_after_is_retried_even_for_a_post() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(user_json("u1", "x@y.z")))
+            .mount(&server)
+            .await;
+        let out = client.create_user(&attrs(), "00u1").await.expect("created");
+        assert!(matches!(out, CreateOutcome::Created(_)));
+        assert_eq!(requests(&server).await.len(), 2);
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(parse_retry_after(&h), None);
+    }
+
+    #[tokio::test]
+    async fn a_400_is_not_retried_and_its_scim_error_body_is_parsed() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("PATCH"))
+            .respond_with(scim_error(
+                400,
+                Some("invalidSyntax"),
+                "The request body seems to be incomplete or have unsupported characters.",
+            ))
+            .mount(&server)
+            .await;
+        let err = client
+            .rename_group(&ScimGroupId::new("g1"), "x")
+            .await
+            .expect_err("400");
+        assert!(err.is_permanent());
+        assert!(!err.is_retryable());
+        assert_eq!(err.status(), Some(400));
+        assert_eq!(err.scim_type(), Some("invalidSyntax"));
+        assert!(err.to_string().contains("incomplete or have unsupported"));
+        assert_eq!(requests(&server).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_401_carries_the_operator_hint_and_never_the_key() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+                "type": "https://api.postman.com/problems/unauthorized",
+                "title": "Unauthorized",
+                "detail": format!("Invalid API key {KEY}"),
+                "status": 401
+            })))
+            .mount(&server)
+            .await;
+        let err = client.probe_users().await.expect_err("401");
+        assert!(err.hint().is_some_and(|h| h.contains("ACTIVE")));
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains(KEY), "{shown}");
+        assert!(shown.contains("[redacted]"));
+        let reqs = requests(&server).await;
+        assert_eq!(reqs.len(), 1);
+        let q: Vec<(String, String)> = reqs[0].url.query_pairs().into_owned().collect();
+        assert_eq!(
+            q,
+            [
+                ("count".into(), "1".into()),
+                ("startIndex".into(), "1".into())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn get_user_maps_404_to_none_and_a_missing_group_delete_to_success() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("GET"))
+            .respond_with(scim_error(
+                404,
+                None,
+                "This person isn't a member of the team.",
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("DELETE"))
+            .respond_with(scim_error(
+                404,
+                None,
+                "This group isn't a member of the team.",
+            ))
+            .mount(&server)
+            .await;
+        assert_eq!(
+            client.get_user(&ScimUserId::new("nope")).await.expect("ok"),
+            None
+        );
+        client
+            .delete_group(&ScimGroupId::new("gone"))
+            .await
+            .expect("already absent");
+    }
+
+    #[tokio::test]
+    async fn writes_are_paced_proactively_across_clones() {
+        let server = MockServer::start().await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        let metrics = Arc::new(Metrics::new());
+        let mut cfg = config(&server);
+        cfg.writes_per_minute = 120; // about 2 per second, burst 1
+        let client = ScimClient::new(cfg, metrics.clone()).expect("client");
+        let (a, b) = (client.clone(), client.clone());
+        let id = ScimUserId::new("u1");
+        let started = Instant::now();
+        let (r1, r2, r3) = tokio::join!(
+            client.set_active(&id, true),
+            a.set_active(&id, true),
+            b.set_active(&id, true)
+        );
+        r1.and(r2).and(r3).expect("all succeed");
+        // Two of the three had to wait for a token (~0.51 s each); none got a 429.
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        assert_eq!(requests(&server).await.len(), 3);
+        let text = metrics.encode();
+        assert!(text.contains("rate_limit_wait_seconds_total{api=\"scim\"}"));
+        assert!(!text.contains("retries_total"));
+    }
+}

@@ -1,0 +1,288 @@
+//! Postman SCIM JSON shapes (postman-scim.md A4-A7): request bodies exactly as documented and
+//! tolerant response types, converted to `crate::model` types at this boundary. Nothing here
+//! leaves the `scim` module, does I/O, or decides what to send.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{PostmanGroup, PostmanUser, ScimGroupId, ScimUserId, UserAttrs};
+
+pub(crate) const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub(crate) const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub(crate) const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+
+/// A SCIM ListResponse (postman-scim.md A4.2).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "T: Deserialize<'de>"))]
+pub(crate) struct ListResponse<T> {
+    #[serde(default)]
+    pub total_results: Option<u64>,
+    #[serde(default, rename = "Resources")]
+    pub resources: Vec<T>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Name {
+    #[serde(default)]
+    pub given_name: Option<String>,
+    #[serde(default)]
+    pub family_name: Option<String>,
+}
+
+/// A User resource (postman-scim.md A4.1).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct User {
+    pub id: String,
+    pub user_name: String,
+    #[serde(default)]
+    pub name: Option<Name>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Always present in Postman's examples; if it were missing, RFC 7643 gives no default and
+    /// we read the member as active (listed members are on the team).
+    #[serde(default)]
+    pub active: Option<bool>,
+}
+
+impl From<User> for PostmanUser {
+    fn from(u: User) -> Self {
+        let name = u.name.unwrap_or_default();
+        PostmanUser {
+            id: ScimUserId(u.id),
+            attrs: UserAttrs {
+                user_name: u.user_name,
+                given_name: name.given_name.unwrap_or_default(),
+                family_name: name.family_name.unwrap_or_default(),
+            },
+            active: u.active.unwrap_or(true),
+            external_id: u.external_id,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct MemberRef {
+    pub value: String,
+}
+
+/// A Group resource (postman-scim.md A5). `members` is `None` when the body had no such field
+/// (the documented PATCH response schema omits it).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Group {
+    pub id: String,
+    pub display_name: String,
+    #[serde(default)]
+    pub members: Option<Vec<MemberRef>>,
+}
+
+impl From<Group> for PostmanGroup {
+    fn from(g: Group) -> Self {
+        PostmanGroup {
+            id: ScimGroupId(g.id),
+            display_name: g.display_name,
+            members: g
+                .members
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| ScimUserId(m.value))
+                .collect::<BTreeSet<_>>(),
+        }
+    }
+}
+
+/// What an error body told us: SCIM `scimType` and a human-readable detail.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ErrorInfo {
+    pub scim_type: Option<String>,
+    pub detail: String,
+}
+
+/// Longest snippet of a non-JSON error body we keep.
+const SNIPPET_CHARS: usize = 200;
+
+/// Reads an error body in any of the shapes Postman documents (postman-scim.md A6, A7): the SCIM
+/// error (`status` is a string), `{type,title,detail,status}`, `{error:{name,message}}`; anything
+/// else becomes a short snippet of the text.
+pub(crate) fn parse_error_body(body: &[u8]) -> ErrorInfo {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    if let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) {
+        let scim_type = text(obj.get("scimType")).filter(|s| !s.is_empty());
+        let detail = text(obj.get("detail"))
+            .or_else(|| {
+                let err = obj.get("error")?;
+                let message = text(err.get("message"));
+                match (text(err.get("name")), message) {
+                    (Some(n), Some(m)) => Some(format!("{n}: {m}")),
+                    (n, m) => m.or(n),
+                }
+            })
+            .or_else(|| text(obj.get("title")))
+            .or_else(|| text(obj.get("message")));
+        if let Some(detail) = detail {
+            return ErrorInfo { scim_type, detail };
+        }
+        if scim_type.is_some() {
+            return ErrorInfo {
+                scim_type,
+                detail: "(no detail)".to_owned(),
+            };
+        }
+    }
+    ErrorInfo {
+        scim_type: None,
+        detail: snippet(body),
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(body);
+    let s = s.trim();
+    if s.is_empty() {
+        return "(empty body)".to_owned();
+    }
+    let mut out: String = s.chars().take(SNIPPET_CHARS).collect();
+    if s.chars().count() > SNIPPET_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NameOut<'a> {
+    pub given_name: &'a str,
+    pub family_name: &'a str,
+}
+
+impl<'a> From<&'a UserAttrs> for NameOut<'a> {
+    fn from(a: &'a UserAttrs) -> Self {
+        NameOut {
+            given_name: &a.given_name,
+            family_name: &a.family_name,
+        }
+    }
+}
+
+/// `POST /Users` (postman-scim.md A4.3).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CreateUser<'a> {
+    pub schemas: [&'static str; 1],
+    pub user_name: &'a str,
+    pub name: NameOut<'a>,
+    pub external_id: &'a str,
+    pub active: bool,
+}
+
+/// `PUT /Users/{id}` (postman-scim.md A4.4). All three attributes always, so a strict
+/// full-replace server cannot drop one (B12).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ReplaceUser<'a> {
+    pub schemas: [&'static str; 1],
+    pub user_name: &'a str,
+    pub name: NameOut<'a>,
+    pub active: bool,
+}
+
+/// A SCIM PatchOp (postman-scim.md A4.5, A5).
+#[derive(Debug, Serialize)]
+pub(crate) struct PatchOp {
+    pub schemas: [&'static str; 1],
+    #[serde(rename = "Operations")]
+    pub operations: Vec<Operation>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Operation {
+    pub op: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'static str>,
+    pub value: Value,
+}
+
+impl PatchOp {
+    pub(crate) fn one(op: &'static str, path: Option<&'static str>, value: Value) -> Self {
+        PatchOp {
+            schemas: [PATCH_OP_SCHEMA],
+            operations: vec![Operation { op, path, value }],
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct MemberOut<'a> {
+    pub value: &'a str,
+}
+
+/// `POST /Groups` (postman-scim.md A5).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CreateGroup<'a> {
+    pub schemas: [&'static str; 1],
+    pub display_name: &'a str,
+    pub members: Vec<MemberOut<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scim_error_body_with_a_string_status_is_parsed() {
+        let body = br#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "scimType":"uniqueness","detail":"This person is already a member of the team.","status":"409"}"#;
+        assert_eq!(
+            parse_error_body(body),
+            ErrorInfo {
+                scim_type: Some("uniqueness".into()),
+                detail: "This person is already a member of the team.".into()
+            }
+        );
+    }
+
+    #[test]
+    fn postman_generic_error_shapes_are_understood() {
+        let a = parse_error_body(
+            br#"{"type":"https://x","title":"Unauthorized","detail":"bad key","status":401}"#,
+        );
+        assert_eq!(a.detail, "bad key");
+        let b =
+            parse_error_body(br#"{"error":{"name":"rateLimited","message":"Too many requests"}}"#);
+        assert_eq!(b.detail, "rateLimited: Too many requests");
+        assert_eq!(b.scim_type, None);
+    }
+
+    #[test]
+    fn a_non_json_error_body_is_kept_as_a_short_snippet() {
+        let long = "x".repeat(1000);
+        let info = parse_error_body(long.as_bytes());
+        assert_eq!(info.detail.chars().count(), SNIPPET_CHARS + 1);
+        assert_eq!(parse_error_body(b"  ").detail, "(empty body)");
+        assert_eq!(
+            parse_error_body(b"<html>502</html>").detail,
+            "<html>502</html>"
+        );
+    }
+
+    #[test]
+    fn a_user_without_name_or_active_converts_with_defaults() {
+        let u: User =
+            serde_json::from_str(r#"{"id":"abc","userName":"a@example.com"}"#).expect("valid user");
+        let p = PostmanUser::from(u);
+        assert_eq!(p.attrs.given_name, "");
+        assert!(p.active);
+        assert_eq!(p.external_id, None);
+    }
+}

@@ -11,4 +11,5 @@
 
 pub mod metrics;
 pub mod model;
+pub mod okta;
 pub mod retry;

@@ -12,6 +12,9 @@ mod mapping;
 mod ratelimit;
 mod wire;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;

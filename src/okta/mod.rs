@@ -63,6 +63,8 @@ pub struct OktaClientConfig {
     pub page_limit: u32,
     /// Never use more than this share of a rate-limit window: (0, 1]. Okta caps one token at
     /// 50 % of a bucket by default (A5), so 0.5 leaves the rest for other integrations.
+    /// A pause lasts until the window's reset (+1 s, by the server's `Date`), at most
+    /// `retry.max_wait`.
     pub max_rate_share: f64,
     /// Per-request timeout.
     pub timeout: Duration,
@@ -557,6 +559,8 @@ fn item_id(endpoint: &str, item: &Value, what: &str) -> Result<String, OktaError
         .ok_or_else(|| decode_error(endpoint, format!("a {what} without an id")))
 }
 
+/// A list item or object that cannot be read. Only bodies of successful answers are decoded,
+/// and every Okta read here answers 200.
 fn decode_error(endpoint: &str, detail: String) -> OktaError {
     OktaError::Decode {
         endpoint: endpoint.to_string(),

@@ -30,16 +30,28 @@ pub fn build_engine(
     metrics: Arc<Metrics>,
     retry: RetryPolicy,
 ) -> Result<Engine, anyhow::Error> {
-    let token = config.okta.token.load("okta.api_token_file", "the Okta API token")?;
+    let token = config
+        .okta
+        .token
+        .load("okta.api_token_file", "the Okta API token")?;
     let key = config
         .postman
         .api_key
         .load("postman.api_key_file", "the Postman SCIM API key")?;
-    let mapping = AttributeMapping::from_config(
-        &config.okta.mapping_user_name,
-        &config.okta.mapping_given_name,
-        &config.okta.mapping_family_name,
-    )?;
+    let mapping = AttributeMapping {
+        user_name: AttributeMapping::parse(
+            "okta.mapping.user_name",
+            &config.okta.mapping_user_name,
+        )?,
+        given_name: AttributeMapping::parse(
+            "okta.mapping.given_name",
+            &config.okta.mapping_given_name,
+        )?,
+        family_name: AttributeMapping::parse(
+            "okta.mapping.family_name",
+            &config.okta.mapping_family_name,
+        )?,
+    };
     let okta = OktaClient::new(
         OktaClientConfig {
             org_url: config.okta.org_url.clone(),
@@ -134,7 +146,6 @@ pub async fn run_cli(cli: Cli) -> u8 {
         Command::Run => crate::daemon::run_daemon(&cli.config).await,
         Command::Check { output } => crate::check::run_check(&cli.config, output).await,
         Command::Status { output } => crate::status::run_status(&cli.config, output),
-        Command::Demo { users } => crate::demo::run_demo(users).await,
     }
 }
 

@@ -47,10 +47,16 @@ where
 /// What happened to one operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpStatus {
-    Done { note: Option<String> },
-    Failed { error: String },
+    Done {
+        note: Option<String>,
+    },
+    Failed {
+        error: String,
+    },
     /// Not attempted: shutdown, an earlier failure of the same user, or a store failure.
-    NotRun { why: String },
+    NotRun {
+        why: String,
+    },
 }
 
 pub struct Applier {
@@ -88,7 +94,8 @@ impl Applier {
                 .cloned()
                 .map(SnapshotChange::Forget)
                 .collect();
-            if let Err(e) = with_store(&self.store, move |s| s.apply_changes(&changes, Utc::now())).await
+            if let Err(e) =
+                with_store(&self.store, move |s| s.apply_changes(&changes, Utc::now())).await
             {
                 return (statuses, Some(e));
             }
@@ -236,9 +243,11 @@ impl Applier {
         let jid = self.intend(op, kind, payload).await?;
         match send().await {
             Ok(changes) => {
-                with_store(&self.store, move |s| s.journal_done(jid, None, &changes, Utc::now()))
-                    .await
-                    .map_err(Fatal)?;
+                with_store(&self.store, move |s| {
+                    s.journal_done(jid, None, &changes, Utc::now())
+                })
+                .await
+                .map_err(Fatal)?;
                 tracing::info!("done");
                 Ok(OpStatus::Done { note: None })
             }
@@ -256,7 +265,14 @@ impl Applier {
         let okta_id = op.okta_id.clone();
         let user_name = op.user_name.clone();
         with_store(&self.store, move |s| {
-            s.journal_intend(&run_id, &okta_id, kind, &user_name, &payload.to_string(), Utc::now())
+            s.journal_intend(
+                &run_id,
+                &okta_id,
+                kind,
+                &user_name,
+                &payload.to_string(),
+                Utc::now(),
+            )
         })
         .await
         .map_err(Fatal)
@@ -289,7 +305,17 @@ impl Applier {
         let error = error.to_string();
         let (after, dur) = (self.quarantine_after, self.quarantine_for);
         with_store(&self.store, move |s| {
-            s.journal_failed(jid, &okta_id, &user_name, kind, &error, permanent, after, dur, Utc::now())
+            s.journal_failed(
+                jid,
+                &okta_id,
+                &user_name,
+                kind,
+                &error,
+                permanent,
+                after,
+                dur,
+                Utc::now(),
+            )
         })
         .await
         .map_err(Fatal)
@@ -324,7 +350,10 @@ impl Applier {
                 }
                 Ok(CreateOutcome::AlreadyExists { detail }) => {
                     match self.scim.find_user_by_name(&attrs.user_name).await {
-                        Ok(Some(u)) => (u, "Postman answered 409 (already a member); adopted the existing account"),
+                        Ok(Some(u)) => (
+                            u,
+                            "Postman answered 409 (already a member); adopted the existing account",
+                        ),
                         Ok(None) => {
                             let error = format!(
                                 "Postman refused the create with 409 ({detail}) but lists no member named {}. \
@@ -342,14 +371,19 @@ impl Applier {
                 Err(e) if e.is_ambiguous() && attempts < 3 => {
                     tracing::warn!(error = %e, "create may or may not have happened; looking it up");
                     match self.scim.find_user_by_name(&attrs.user_name).await {
-                        Ok(Some(u)) => (u, "the create's outcome was unknown; found the account and adopted it"),
+                        Ok(Some(u)) => (
+                            u,
+                            "the create's outcome was unknown; found the account and adopted it",
+                        ),
                         Ok(None) => continue,
                         Err(e2) => return self.failed(op, "create", jid, &e2).await,
                     }
                 }
                 Err(e) => return self.failed(op, "create", jid, &e).await,
             };
-            return self.adopt_after_create(op, attrs, jid, found.0, found.1).await;
+            return self
+                .adopt_after_create(op, attrs, jid, found.0, found.1)
+                .await;
         }
     }
 

@@ -58,7 +58,11 @@ pub async fn check(config: &Config, retry: RetryPolicy) -> CheckReport {
     let mut items = Vec::new();
 
     // Okta.
-    match config.okta.token.load("okta.api_token_file", "the Okta API token") {
+    match config
+        .okta
+        .token
+        .load("okta.api_token_file", "the Okta API token")
+    {
         Err(e) => items.push(CheckItem {
             side: "okta",
             check: "API token".into(),
@@ -142,7 +146,8 @@ pub async fn check(config: &Config, retry: RetryPolicy) -> CheckReport {
                             side: "postman",
                             check: format!("SCIM key accepted (auth_scheme = \"{name}\")"),
                             ok: true,
-                            detail: "GET /ServiceProviderConfig and GET /Users?count=1 succeeded".into(),
+                            detail: "GET /ServiceProviderConfig and GET /Users?count=1 succeeded"
+                                .into(),
                         }),
                         Err(e) => {
                             let mut detail = crate::apply::describe(&e);

@@ -73,7 +73,13 @@ pub async fn run_daemon(config_path: &Path) -> u8 {
         Err(code) => return code,
     };
     let metrics = Arc::new(Metrics::new());
-    let engine = match build_engine(Arc::clone(&config), store, true, metrics, RetryPolicy::default()) {
+    let engine = match build_engine(
+        Arc::clone(&config),
+        store,
+        true,
+        metrics,
+        RetryPolicy::default(),
+    ) {
         Ok(e) => Arc::new(e),
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -275,7 +275,12 @@ impl Engine {
         // Okta: the desired state.
         let desired = {
             let span = tracing::info_span!("okta.fetch");
-            match self.okta.read_app_users(&self.mapping).instrument(span).await {
+            match self
+                .okta
+                .read_app_users(&self.mapping)
+                .instrument(span)
+                .await
+            {
                 Ok(read) => read,
                 Err(partial) => {
                     let msg = match partial.error.hint() {
@@ -308,7 +313,9 @@ impl Engine {
                 .await;
             match listed {
                 Ok(_) => Some(members),
-                Err(e) => return fail(report, format!("listing Postman members: {}", describe(&e))),
+                Err(e) => {
+                    return fail(report, format!("listing Postman members: {}", describe(&e)))
+                }
             }
         } else {
             None
@@ -324,7 +331,13 @@ impl Engine {
         };
         let plan = {
             let _span = tracing::info_span!("plan").entered();
-            plan(&desired, &snapshot, members.as_deref(), &quarantined, &policy)
+            plan(
+                &desired,
+                &snapshot,
+                members.as_deref(),
+                &quarantined,
+                &policy,
+            )
         };
         drop(snapshot);
         tracing::info!(
@@ -365,7 +378,11 @@ impl Engine {
             let msg = if who.is_empty() {
                 refusal.explain()
             } else {
-                format!("{}. Would deactivate: {}", refusal.explain(), who.join(", "))
+                format!(
+                    "{}. Would deactivate: {}",
+                    refusal.explain(),
+                    who.join(", ")
+                )
             };
             tracing::warn!(guard = %msg, "refused by a safety guard");
             report.refusal = Some(msg);
@@ -399,7 +416,8 @@ impl Engine {
                     active: u.active,
                 })
                 .collect();
-            if let Err(e) = with_store(&self.store, move |s| s.replace_unmanaged(&unmanaged)).await {
+            if let Err(e) = with_store(&self.store, move |s| s.replace_unmanaged(&unmanaged)).await
+            {
                 return fail(report, e.to_string());
             }
         }

@@ -86,7 +86,11 @@ pub fn readiness(
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    let last = *s.daemon.last_success.lock().unwrap_or_else(|p| p.into_inner());
+    let last = *s
+        .daemon
+        .last_success
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     match readiness(last, Utc::now(), s.stale_after) {
         None => (StatusCode::OK, Json(json!({"ready": true}))).into_response(),
         Some(reason) => (

@@ -9,12 +9,19 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors.
-            let code = if e.use_stderr() { okta_postman_sync::app::EXIT_CONFIG } else { 0 };
+            let code = if e.use_stderr() {
+                okta_postman_sync::app::EXIT_CONFIG
+            } else {
+                0
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

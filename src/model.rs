@@ -62,7 +62,7 @@ pub struct UserAttrs {
 pub struct DesiredUser {
     pub okta_id: OktaUserId,
     pub attrs: UserAttrs,
-    /// Whether the person should be an active Postman member (see `okta::is_entitled`).
+    /// Whether the person should be an active Postman member (see `okta::entitlement`).
     pub active: bool,
     /// Why `active` is what it is, for explanations ("app user ACTIVE, Okta user SUSPENDED").
     pub reason: String,

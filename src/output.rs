@@ -62,18 +62,30 @@ pub fn render_run(r: &RunReport) -> String {
     if r.operations.is_empty() {
         out.push_str("No changes: Postman already matches Okta.\n");
     } else {
-        out.push_str(&table(&["OP", "USER", "STATUS", "WHY"], &op_rows(&r.operations)));
+        out.push_str(&table(
+            &["OP", "USER", "STATUS", "WHY"],
+            &op_rows(&r.operations),
+        ));
     }
     if !r.withheld.is_empty() {
         out.push_str(&format!(
             "\nWithheld deactivations ({}): the Okta read was incomplete, so nobody is deactivated this run:\n",
             r.withheld.len()
         ));
-        out.push_str(&table(&["OP", "USER", "STATUS", "WHY"], &op_rows(&r.withheld)));
+        out.push_str(&table(
+            &["OP", "USER", "STATUS", "WHY"],
+            &op_rows(&r.withheld),
+        ));
     }
     if !r.deferred.is_empty() {
-        out.push_str(&format!("\nDeferred, quarantined users ({}):\n", r.deferred.len()));
-        out.push_str(&table(&["OP", "USER", "STATUS", "WHY"], &op_rows(&r.deferred)));
+        out.push_str(&format!(
+            "\nDeferred, quarantined users ({}):\n",
+            r.deferred.len()
+        ));
+        out.push_str(&table(
+            &["OP", "USER", "STATUS", "WHY"],
+            &op_rows(&r.deferred),
+        ));
     }
     if !r.skipped_okta_users.is_empty() {
         out.push_str("\nOkta users that could not be mapped (left alone):\n");

@@ -29,7 +29,8 @@ pub struct DaemonState {
 
 impl DaemonState {
     pub fn beat(&self) {
-        self.heartbeat.store(Utc::now().timestamp(), Ordering::Relaxed);
+        self.heartbeat
+            .store(Utc::now().timestamp(), Ordering::Relaxed);
     }
 }
 
@@ -47,7 +48,11 @@ pub fn next_run(
 }
 
 /// Whether the run starting at `now` must be a full run.
-pub fn needs_full(last_full: Option<DateTime<Utc>>, now: DateTime<Utc>, full_every: Duration) -> bool {
+pub fn needs_full(
+    last_full: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    full_every: Duration,
+) -> bool {
     match last_full {
         None => true,
         Some(t) => (now - t).to_std().map(|d| d >= full_every).unwrap_or(false),
@@ -90,12 +95,15 @@ pub async fn scheduler(
                     ..RunOptions::default()
                 };
                 state.running.store(true, Ordering::SeqCst);
-                let (engine, state2, cancel2) = (Arc::clone(&engine), Arc::clone(&state), cancel.clone());
+                let (engine, state2, cancel2) =
+                    (Arc::clone(&engine), Arc::clone(&state), cancel.clone());
                 in_flight = Some(tokio::spawn(async move {
                     let report = engine.run(&opts, &cancel2, None).await;
                     if report.outcome == Outcome::Ok {
-                        *state2.last_success.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(report.finished_at);
+                        *state2
+                            .last_success
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = Some(report.finished_at);
                     }
                     *state2.last_report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
                     state2.running.store(false, Ordering::SeqCst);
@@ -136,13 +144,18 @@ mod tests {
     use super::*;
 
     fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
     }
 
     #[test]
     fn next_run_follows_the_cron_schedule_and_adds_jitter() {
         let s = cron::Schedule::from_str("0 */15 * * * *").expect("cron");
-        assert_eq!(next_run(&s, t("2026-11-28T10:07:00Z"), Duration::ZERO, 0.0), Some(t("2026-11-28T10:15:00Z")));
+        assert_eq!(
+            next_run(&s, t("2026-11-28T10:07:00Z"), Duration::ZERO, 0.0),
+            Some(t("2026-11-28T10:15:00Z"))
+        );
         assert_eq!(
             next_run(&s, t("2026-11-28T10:07:00Z"), Duration::from_secs(60), 0.5),
             Some(t("2026-11-28T10:15:30Z"))
@@ -150,14 +163,25 @@ mod tests {
         // A 5-field crontab expression, normalised by the config.
         let five = crate::config::normalise_schedule("0 3 * * *").expect("5 fields");
         let s = cron::Schedule::from_str(&five).expect("cron");
-        assert_eq!(next_run(&s, t("2026-11-28T10:07:00Z"), Duration::ZERO, 0.0), Some(t("2026-11-29T03:00:00Z")));
+        assert_eq!(
+            next_run(&s, t("2026-11-28T10:07:00Z"), Duration::ZERO, 0.0),
+            Some(t("2026-11-29T03:00:00Z"))
+        );
     }
 
     #[test]
     fn a_full_run_is_due_first_and_then_every_full_every() {
         let day = Duration::from_secs(86400);
         assert!(needs_full(None, t("2026-11-28T10:00:00Z"), day));
-        assert!(!needs_full(Some(t("2026-11-28T00:00:00Z")), t("2026-11-28T10:00:00Z"), day));
-        assert!(needs_full(Some(t("2026-11-27T09:00:00Z")), t("2026-11-28T10:00:00Z"), day));
+        assert!(!needs_full(
+            Some(t("2026-11-28T00:00:00Z")),
+            t("2026-11-28T10:00:00Z"),
+            day
+        ));
+        assert!(needs_full(
+            Some(t("2026-11-27T09:00:00Z")),
+            t("2026-11-28T10:00:00Z"),
+            day
+        ));
     }
 }

@@ -1,0 +1,753 @@
+//! Hand-written client for the few Okta Management API reads the daemon needs: the users and
+//! groups assigned to one app, group members, and a `check` of the credentials
+//! (okta-api.md A2). It owns authentication, `Link` paging, rate-limit courtesy, retries and the
+//! conversion of Okta JSON into `model` types.
+//!
+//! It only reads: it must not write to Okta, decide what happens in Postman, or log errors it
+//! returns (the caller handles and logs them once). The API token never appears in `Debug`
+//! output, logs or errors, and is never sent to any origin other than `org_url`.
+
+mod error;
+mod mapping;
+mod ratelimit;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LINK};
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use url::{Host, Url};
+
+pub use error::{ApiErrorDetails, OktaError};
+pub use mapping::{entitlement, AttributeMapping, MappingError, Source};
+
+use crate::metrics::Metrics;
+use crate::model::{OktaGroupId, OktaRead, OktaUserId};
+use crate::retry::{retry, Attempt, RetryPolicy};
+use ratelimit::{Decision, Limiter, RateHeaders};
+
+/// The `User-Agent` Okta asks integrations to send (okta-api.md A1).
+const USER_AGENT: &str = concat!("okta-postman-sync/", env!("CARGO_PKG_VERSION"));
+/// Largest `limit` of `/apps/{id}/users` (A2, A3).
+const MAX_APP_USERS_LIMIT: u32 = 500;
+/// `/apps/{id}/groups` allows 20..=200; `/groups/{id}/users` recommends 200 (A2).
+const GROUPS_LIMIT: &str = "200";
+const GROUP_USERS_LIMIT: &str = "200";
+
+/// How the client authenticates to Okta.
+#[derive(Clone, Debug)]
+pub enum OktaAuth {
+    /// An SSWS API token (okta-api.md A4.1), sent as `Authorization: SSWS <token>`.
+    ApiToken(SecretString),
+}
+
+/// Everything the client needs; `config` builds it from the daemon's configuration.
+#[derive(Clone, Debug)]
+pub struct OktaClientConfig {
+    /// The org's base URL, e.g. `https://acme.okta.com`. `http` only for loopback addresses.
+    pub org_url: Url,
+    /// The id of the Postman app in Okta (`0oa...`).
+    pub app_id: String,
+    pub auth: OktaAuth,
+    /// Page size for app users: 1..=500 (500 saves calls, A3).
+    pub page_limit: u32,
+    /// Never use more than this share of a rate-limit window: (0, 1]. Okta caps one token at
+    /// 50 % of a bucket by default (A5), so 0.5 leaves the rest for other integrations.
+    /// A pause lasts until the window's reset (+1 s, by the server's `Date`), at most
+    /// `retry.max_wait`.
+    pub max_rate_share: f64,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl OktaClientConfig {
+    /// A configuration with the documented defaults: 500 app users per page, half of each
+    /// rate-limit window, 30 s per request, the default retry policy.
+    pub fn with_defaults(org_url: Url, app_id: impl Into<String>, auth: OktaAuth) -> Self {
+        Self {
+            org_url,
+            app_id: app_id.into(),
+            auth,
+            page_limit: MAX_APP_USERS_LIMIT,
+            max_rate_share: 0.5,
+            timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// A read of the app users that stopped at a failed page. `read` holds every user read before
+/// it (`complete == false`, `incomplete_reason` set): enough to create and update, never enough
+/// to deactivate.
+#[derive(Debug)]
+pub struct PartialRead {
+    pub read: OktaRead,
+    pub error: OktaError,
+}
+
+impl fmt::Display for PartialRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the read of Okta app users is incomplete ({} users read)",
+            self.read.users.len()
+        )
+    }
+}
+
+impl std::error::Error for PartialRead {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// The Okta client. Cheap to clone; clones share the connection pool and rate-limit state.
+#[derive(Clone)]
+pub struct OktaClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    org_url: Url,
+    app_id: String,
+    auth: Authorizer,
+    page_limit: u32,
+    retry: RetryPolicy,
+    limiter: Mutex<Limiter>,
+    metrics: Arc<Metrics>,
+}
+
+/// Produces the `Authorization` header. An enum so that OAuth (a cached, refreshed bearer
+/// token) can be added beside the static SSWS header without changing the request path.
+enum Authorizer {
+    /// Precomputed, marked sensitive so `http` never prints it.
+    Static(HeaderValue),
+}
+
+impl fmt::Debug for OktaClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OktaClient")
+            .field("org_url", &self.inner.org_url.as_str())
+            .field("app_id", &self.inner.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One decoded answer.
+struct Fetched {
+    status: StatusCode,
+    body: Value,
+    /// The raw `rel="next"` target, if any.
+    next: Option<String>,
+}
+
+impl OktaClient {
+    pub fn new(cfg: OktaClientConfig, metrics: Arc<Metrics>) -> Result<Self, OktaError> {
+        validate(&cfg)?;
+        let auth = match &cfg.auth {
+            OktaAuth::ApiToken(token) => {
+                let mut value =
+                    HeaderValue::from_str(&format!("SSWS {}", token.expose_secret().trim()))
+                        .map_err(|_| {
+                            config_error(
+                                "the API token has characters not allowed in an HTTP header",
+                            )
+                        })?;
+                value.set_sensitive(true);
+                Authorizer::Static(value)
+            }
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            .timeout(cfg.timeout)
+            // The Okta API does not redirect; never carry the token anywhere else.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| config_error(&format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                org_url: cfg.org_url,
+                app_id: cfg.app_id,
+                auth,
+                page_limit: cfg.page_limit,
+                retry: cfg.retry,
+                limiter: Mutex::new(Limiter::new(cfg.max_rate_share)),
+                metrics,
+            }),
+        })
+    }
+
+    /// Reads every app user (GET /api/v1/apps/{appId}/users?limit=500&expand=user, following
+    /// each Link rel="next" URL opaquely), converting each page into model::DesiredUser as it
+    /// arrives (never holding the raw JSON of more than one page). `Ok` is a complete read.
+    /// `Err(PartialRead{read, error})`: some page failed after retries; `read` holds what was read
+    /// (`read.complete = false`, `incomplete_reason` set) so the caller can still create and
+    /// update, but not deactivate.
+    pub async fn read_app_users(
+        &self,
+        mapping: &AttributeMapping,
+    ) -> Result<OktaRead, PartialRead> {
+        let mut read = OktaRead {
+            complete: true,
+            ..OktaRead::default()
+        };
+        let limit = self.inner.page_limit.to_string();
+        let first = self.url(
+            &["apps", &self.inner.app_id, "users"],
+            &[("limit", &limit), ("expand", "user")],
+        );
+        let result = self
+            .for_each_page(first, |endpoint, items| {
+                items
+                    .into_iter()
+                    .try_for_each(|item| absorb_app_user(endpoint, item, mapping, &mut read))
+            })
+            .await;
+        match result {
+            Ok(()) => Ok(read),
+            Err(error) => {
+                read.complete = false;
+                read.incomplete_reason = Some(format!(
+                    "reading the Okta app users stopped after {} users: {error}",
+                    read.users.len() + read.skipped.len()
+                ));
+                Err(PartialRead { read, error })
+            }
+        }
+    }
+
+    /// The groups assigned to the app, with their `profile.name`, sorted by id
+    /// (GET /api/v1/apps/{appId}/groups?limit=200&expand=group). A group whose name Okta does
+    /// not return is listed under its id.
+    pub async fn list_app_groups(&self) -> Result<Vec<(OktaGroupId, String)>, OktaError> {
+        let first = self.url(
+            &["apps", &self.inner.app_id, "groups"],
+            &[("limit", GROUPS_LIMIT), ("expand", "group")],
+        );
+        let mut groups = BTreeMap::new();
+        self.for_each_page(first, |endpoint, items| {
+            for item in items {
+                let id = item_id(endpoint, &item, "group assignment")?;
+                let assignment: wire::GroupAssignment = serde_json::from_value(item)
+                    .map_err(|e| decode_error(endpoint, format!("group assignment {id}: {e}")))?;
+                let name = assignment
+                    .embedded
+                    .and_then(|e| e.group)
+                    .and_then(|g| g.profile)
+                    .and_then(|p| p.name)
+                    .filter(|n| !n.trim().is_empty())
+                    .unwrap_or_else(|| id.clone());
+                groups.insert(OktaGroupId(id), name);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(groups.into_iter().collect())
+    }
+
+    /// The ids of a group's members (GET /api/v1/groups/{groupId}/users?limit=200).
+    pub async fn list_group_members(
+        &self,
+        group: &OktaGroupId,
+    ) -> Result<BTreeSet<OktaUserId>, OktaError> {
+        let first = self.url(
+            &["groups", group.as_str(), "users"],
+            &[("limit", GROUP_USERS_LIMIT)],
+        );
+        let mut members = BTreeSet::new();
+        self.for_each_page(first, |endpoint, items| {
+            for item in items {
+                members.insert(OktaUserId(item_id(endpoint, &item, "group member")?));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(members)
+    }
+
+    /// For `check`: GET /api/v1/apps/{appId}, then one-item reads of the app users and app
+    /// groups (no paging). Returns the app's label.
+    pub async fn check(&self) -> Result<String, OktaError> {
+        let app_url = self.url(&["apps", &self.inner.app_id], &[]);
+        let fetched = self.get_json(&app_url).await?;
+        let app: wire::Application = serde_json::from_value(fetched.body)
+            .map_err(|e| decode_error(app_url.path(), format!("application: {e}")))?;
+        let label = app
+            .label
+            .or(app.name)
+            .or(app.id)
+            .unwrap_or_else(|| self.inner.app_id.clone());
+        let users = self.url(
+            &["apps", &self.inner.app_id, "users"],
+            &[("limit", "1"), ("expand", "user")],
+        );
+        // 20 is the smallest limit /apps/{id}/groups accepts (A2).
+        let groups = self.url(&["apps", &self.inner.app_id, "groups"], &[("limit", "20")]);
+        for url in [users, groups] {
+            let fetched = self.get_json(&url).await?;
+            expect_array(url.path(), fetched.status, fetched.body)?;
+        }
+        Ok(label)
+    }
+
+    /// `org_url` + `/api/v1/<segments>` (each segment percent-encoded) + `query`.
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.inner.org_url.clone();
+        url.set_query(None);
+        url.path_segments_mut()
+            .expect("org_url is an http(s) URL (validated), so it can be a base")
+            .clear()
+            .extend(["api", "v1"])
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// Fetches `first` and every page after it, handing each page's items to `on_page`.
+    async fn for_each_page<F>(&self, first: Url, mut on_page: F) -> Result<(), OktaError>
+    where
+        F: FnMut(&str, Vec<Value>) -> Result<(), OktaError>,
+    {
+        let mut url = first;
+        loop {
+            let fetched = self.get_json(&url).await?;
+            let items = expect_array(url.path(), fetched.status, fetched.body)?;
+            on_page(url.path(), items)?;
+            match fetched.next {
+                None => return Ok(()),
+                Some(next) => url = self.next_url(&url, &next)?,
+            }
+        }
+    }
+
+    /// Resolves a `rel="next"` target. It is used as given (opaque, A3), but only if it stays on
+    /// the org's origin: the token goes wherever the link points.
+    fn next_url(&self, current: &Url, raw: &str) -> Result<Url, OktaError> {
+        let endpoint = current.path();
+        let next = current.join(raw).map_err(|e| OktaError::BadNextLink {
+            endpoint: endpoint.to_string(),
+            detail: format!("not a URL ({e})"),
+        })?;
+        if next.origin() != self.inner.org_url.origin() {
+            return Err(OktaError::ForeignNextLink {
+                endpoint: endpoint.to_string(),
+                origin: next.origin().ascii_serialization(),
+            });
+        }
+        if &next == current {
+            return Err(OktaError::BadNextLink {
+                endpoint: endpoint.to_string(),
+                detail: "it points back at the page just read".to_string(),
+            });
+        }
+        Ok(next)
+    }
+
+    /// One GET with courtesy pacing and retries.
+    async fn get_json(&self, url: &Url) -> Result<Fetched, OktaError> {
+        let bucket = ratelimit::bucket_key(url.path());
+        let inner = &self.inner;
+        retry(&inner.retry, &inner.metrics, "okta", || {
+            self.attempt(url, &bucket)
+        })
+        .await
+    }
+
+    async fn attempt(&self, url: &Url, bucket: &str) -> Result<Fetched, Attempt<OktaError>> {
+        let inner = &self.inner;
+        let endpoint = url.path();
+        self.courtesy_pause(bucket).await;
+        let Authorizer::Static(auth) = &inner.auth;
+        let sent = inner
+            .http
+            .get(url.clone())
+            .header(AUTHORIZATION, auth.clone())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                inner.metrics.okta_request(0);
+                return Err(transport_attempt(endpoint, e));
+            }
+        };
+        let status = response.status();
+        inner.metrics.okta_request(status.as_u16());
+        let headers = response.headers().clone();
+        let rate = RateHeaders::from_headers(&headers);
+        let until_reset = rate.map(|r| {
+            let server_now = ratelimit::server_date(&headers);
+            ratelimit::reset_wait(r.reset, server_now, Utc::now(), inner.retry.max_wait)
+        });
+        if let (Some(rate), Some(wait)) = (rate, until_reset) {
+            inner
+                .limiter
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .observe(bucket, rate, wait, Instant::now());
+        }
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) if status.is_success() => return Err(transport_attempt(endpoint, e)),
+            // An error status with a broken body: the status says enough.
+            Err(_) => Default::default(),
+        };
+        if status.is_success() {
+            let body =
+                decode_json(endpoint, status, &headers, &body).map_err(Attempt::Permanent)?;
+            return Ok(Fetched {
+                status,
+                body,
+                next: next_link(&headers),
+            });
+        }
+        let err = api_error(status, endpoint, &headers, &body);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Wait until the window resets (Reset - Date + 1 s, capped; A5 and C).
+            if let Some(wait) = until_reset {
+                inner.metrics.rate_limit_wait("okta", wait.as_secs_f64());
+            }
+            return Err(Attempt::Transient {
+                err,
+                retry_after: until_reset,
+            });
+        }
+        if status.is_server_error() {
+            return Err(Attempt::Transient {
+                err,
+                retry_after: None,
+            });
+        }
+        Err(Attempt::Permanent(err))
+    }
+
+    /// Waits while this client has used its share of the bucket's current window.
+    async fn courtesy_pause(&self, bucket: &str) {
+        loop {
+            let decision = self
+                .inner
+                .limiter
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .acquire(bucket, Instant::now());
+            match decision {
+                Decision::Go => return,
+                Decision::Wait(wait) => {
+                    self.inner
+                        .metrics
+                        .rate_limit_wait("okta", wait.as_secs_f64());
+                    tracing::debug!(
+                        bucket,
+                        wait_ms = wait.as_millis() as u64,
+                        "pausing to stay within our share of Okta's rate limit"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+fn config_error(reason: &str) -> OktaError {
+    OktaError::Config {
+        reason: reason.to_string(),
+    }
+}
+
+fn validate(cfg: &OktaClientConfig) -> Result<(), OktaError> {
+    let url = &cfg.org_url;
+    let loopback = match url.host() {
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => return Err(config_error("org_url has no host")),
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(config_error(
+                "org_url must use https (Okta requires it; http is only for loopback test servers)",
+            ))
+        }
+        other => {
+            return Err(config_error(&format!(
+                "org_url scheme {other:?} is not https"
+            )))
+        }
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(config_error(
+            "org_url must be the org's base URL, like https://acme.okta.com (no path or query)",
+        ));
+    }
+    if url.username() != "" || url.password().is_some() {
+        return Err(config_error("org_url must not carry credentials"));
+    }
+    if cfg.app_id.is_empty() || !cfg.app_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(config_error(
+            "app_id must be the Okta app id (letters and digits, like 0oa1b2c3d4)",
+        ));
+    }
+    if !(1..=MAX_APP_USERS_LIMIT).contains(&cfg.page_limit) {
+        return Err(config_error("page_limit must be between 1 and 500"));
+    }
+    if !(cfg.max_rate_share > 0.0 && cfg.max_rate_share <= 1.0) {
+        return Err(config_error("max_rate_share must be above 0 and at most 1"));
+    }
+    if cfg.timeout.is_zero() {
+        return Err(config_error("timeout must be above zero"));
+    }
+    match &cfg.auth {
+        OktaAuth::ApiToken(t) if t.expose_secret().trim().is_empty() => {
+            Err(config_error("the API token is empty"))
+        }
+        OktaAuth::ApiToken(_) => Ok(()),
+    }
+}
+
+/// Adds one app user of a page to `read`. An item without an id makes the page unreadable
+/// (it could not even be reported as skipped, and silently dropping it could deactivate it).
+fn absorb_app_user(
+    endpoint: &str,
+    item: Value,
+    mapping: &AttributeMapping,
+    read: &mut OktaRead,
+) -> Result<(), OktaError> {
+    let id = OktaUserId(item_id(endpoint, &item, "app user")?);
+    match serde_json::from_value::<wire::AppUser>(item) {
+        Err(e) => {
+            read.skipped
+                .insert(id, format!("Okta's app user record could not be read: {e}"));
+        }
+        Ok(app) => match mapping::desired_user(id, &app, mapping) {
+            Ok(user) => {
+                read.users.insert(user.okta_id.clone(), user);
+            }
+            Err((id, reason)) => {
+                read.skipped.insert(id, reason);
+            }
+        },
+    }
+    Ok(())
+}
+
+/// The non-empty string `id` of a list item.
+fn item_id(endpoint: &str, item: &Value, what: &str) -> Result<String, OktaError> {
+    item.get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| decode_error(endpoint, format!("a {what} without an id")))
+}
+
+/// A list item or object that cannot be read. Only bodies of successful answers are decoded,
+/// and every Okta read here answers 200.
+fn decode_error(endpoint: &str, detail: String) -> OktaError {
+    OktaError::Decode {
+        endpoint: endpoint.to_string(),
+        status: 200,
+        detail,
+    }
+}
+
+fn expect_array(endpoint: &str, status: StatusCode, body: Value) -> Result<Vec<Value>, OktaError> {
+    match body {
+        Value::Array(items) => Ok(items),
+        other => Err(OktaError::Decode {
+            endpoint: endpoint.to_string(),
+            status: status.as_u16(),
+            detail: format!("expected a JSON array, got {}", json_kind(&other)),
+        }),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn decode_json(
+    endpoint: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, OktaError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("no Content-Type");
+        let detail = if body.is_empty() {
+            format!("empty body ({content_type})")
+        } else if !content_type.contains("json") || body.trim_ascii_start().starts_with(b"<") {
+            format!(
+                "expected JSON, got {content_type} starting {:?}",
+                snippet(body)
+            )
+        } else if e.is_eof() {
+            format!("JSON cut off after {} bytes ({e})", body.len())
+        } else {
+            format!("malformed JSON ({e})")
+        };
+        OktaError::Decode {
+            endpoint: endpoint.to_string(),
+            status: status.as_u16(),
+            detail,
+        }
+    })
+}
+
+/// The first characters of a body, whitespace collapsed, for error messages.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let mut s: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.chars().count() > 60 {
+        s = s.chars().take(60).collect::<String>() + "…";
+    }
+    s
+}
+
+fn transport_attempt(endpoint: &str, e: reqwest::Error) -> Attempt<OktaError> {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "the response body broke off"
+    } else if e.is_builder() {
+        "the request could not be built"
+    } else {
+        "the request failed"
+    };
+    let permanent = e.is_builder();
+    let err = OktaError::Transport {
+        endpoint: endpoint.to_string(),
+        kind,
+        source: e.without_url(),
+    };
+    if permanent {
+        Attempt::Permanent(err)
+    } else {
+        Attempt::Transient {
+            err,
+            retry_after: None,
+        }
+    }
+}
+
+fn api_error(status: StatusCode, endpoint: &str, headers: &HeaderMap, body: &[u8]) -> OktaError {
+    // The body may be empty or not JSON (A6: bearer failures can carry only WWW-Authenticate).
+    let parsed: wire::ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    OktaError::Api {
+        status: status.as_u16(),
+        endpoint: endpoint.to_string(),
+        details: Box::new(ApiErrorDetails {
+            error_code: parsed.error_code,
+            error_summary: parsed.error_summary,
+            error_id: parsed.error_id,
+            request_id: header("x-okta-request-id"),
+            www_authenticate_error: headers
+                .get_all("www-authenticate")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(www_authenticate_error),
+        }),
+    }
+}
+
+/// The `error` auth-param of a `WWW-Authenticate` value (`Bearer ..., error="insufficient_scope"`).
+fn www_authenticate_error(value: &str) -> Option<String> {
+    let mut rest = value;
+    while let Some(pos) = rest.find("error=") {
+        let at_boundary = rest[..pos]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c == ' ' || c == ',');
+        let after = &rest[pos + "error=".len()..];
+        if at_boundary {
+            let v = match after.strip_prefix('"') {
+                Some(quoted) => quoted.split('"').next().unwrap_or(""),
+                None => after.split([',', ' ']).next().unwrap_or(""),
+            };
+            return Some(v.to_string());
+        }
+        rest = after;
+    }
+    None
+}
+
+/// The target of the first `rel="next"` link, looking at every `Link` header line and at every
+/// comma-separated link-value inside one (RFC 8288; okta-api.md A3 and C).
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(split_link_values)
+        .find_map(|link| {
+            let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
+            let is_next = params.split(';').any(|param| {
+                param.split_once('=').is_some_and(|(name, value)| {
+                    name.trim().eq_ignore_ascii_case("rel")
+                        && value
+                            .trim()
+                            .trim_matches('"')
+                            .split_whitespace()
+                            .any(|rel| rel.eq_ignore_ascii_case("next"))
+                })
+            });
+            is_next.then(|| target.trim().to_string())
+        })
+}
+
+/// Splits a `Link` header value at the commas between link-values (not those inside `<...>` or
+/// quotes).
+fn split_link_values(value: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut in_target, mut in_quotes, mut start) = (false, false, 0);
+    for (i, c) in value.char_indices() {
+        match c {
+            '<' if !in_quotes => in_target = true,
+            '>' if !in_quotes => in_target = false,
+            '"' if !in_target => in_quotes = !in_quotes,
+            ',' if !in_target && !in_quotes => {
+                parts.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&value[start..]);
+    parts
+}

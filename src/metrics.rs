@@ -48,8 +48,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("okta_postman_sync");
         let runs = Family::<Labels, Counter>::default();
         registry.register("runs", "Reconcile runs by outcome", runs.clone());
-        let run_duration =
-            Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0].into_iter());
+        let run_duration = Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]);
         registry.register(
             "run_duration_seconds",
             "Wall time of reconcile runs",

@@ -19,7 +19,9 @@ use tokio::sync::oneshot;
 
 pub use faults::{Disruption, Fault, FaultConfig, Malformed, Rejection};
 pub use okta::{FakeOkta, OktaSimConfig, OktaStats, PopulateSummary, UserSpec};
-pub use postman::{AuthScheme, FakePostman, PostmanSimConfig, PostmanStats, SimScimUser};
+pub use postman::{
+    AuthScheme, FakePostman, PostmanSimConfig, PostmanStats, SimScimGroup, SimScimUser,
+};
 
 /// Errors from the simulators' own API (their mutators), not from the HTTP side: those are
 /// answered to the client as the real service would.
@@ -145,7 +147,6 @@ fn parse_query(raw: Option<&str>) -> HashMap<String, String> {
 /// Decodes `%XX` escapes, leaving `+` alone. Postman's filter examples percent-encode characters
 /// inside the quoted value (`taylor%2Dlee@example.com`, postman-scim.md A4.2), on top of the
 /// query string's own encoding, so the value is decoded once more after query parsing.
-#[allow(dead_code)] // used by the Postman fake
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

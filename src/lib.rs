@@ -25,6 +25,7 @@ pub mod plan;
 pub mod retry;
 pub mod schedule;
 pub mod scim;
+pub mod sim;
 pub mod status;
 pub mod store;
 pub mod telemetry;

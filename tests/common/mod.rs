@@ -39,9 +39,12 @@ impl World {
         okta.token = OKTA_TOKEN.to_string().into();
         postman.api_key = POSTMAN_KEY.to_string().into();
         let okta = FakeOkta::start(okta).await.expect("start fake Okta");
-        let postman = FakePostman::start(postman).await.expect("start fake Postman");
+        let postman = FakePostman::start(postman)
+            .await
+            .expect("start fake Postman");
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("okta-token"), format!("{OKTA_TOKEN}\n")).expect("write token");
+        std::fs::write(dir.path().join("okta-token"), format!("{OKTA_TOKEN}\n"))
+            .expect("write token");
         std::fs::write(dir.path().join("postman-key"), POSTMAN_KEY).expect("write key");
         World {
             okta,
@@ -132,7 +135,9 @@ level = "warn"
     }
 
     pub async fn reconcile(&self, opts: RunOptions) -> RunReport {
-        self.engine().run(&opts, &CancellationToken::new(), None).await
+        self.engine()
+            .run(&opts, &CancellationToken::new(), None)
+            .await
     }
 
     pub async fn run(&self) -> RunReport {
@@ -140,12 +145,20 @@ level = "warn"
     }
 
     pub async fn run_full(&self) -> RunReport {
-        self.reconcile(RunOptions { full: true, ..RunOptions::default() }).await
+        self.reconcile(RunOptions {
+            full: true,
+            ..RunOptions::default()
+        })
+        .await
     }
 
     /// Adds and assigns an Okta user `first.last@example.com`.
     pub fn okta_user(&self, first: &str, last: &str) -> OktaUserId {
-        let email = format!("{}.{}@example.com", first.to_lowercase(), last.to_lowercase());
+        let email = format!(
+            "{}.{}@example.com",
+            first.to_lowercase(),
+            last.to_lowercase()
+        );
         let id = self.okta.add_user(UserSpec::new(&email, first, last));
         self.okta.assign_user(&id).expect("assign");
         id
@@ -160,7 +173,10 @@ level = "warn"
         let mut out = std::collections::BTreeMap::new();
         for u in self.postman.users() {
             let key = u.user_name.to_lowercase();
-            assert!(out.insert(key.clone(), u).is_none(), "duplicate Postman user {key}");
+            assert!(
+                out.insert(key.clone(), u).is_none(),
+                "duplicate Postman user {key}"
+            );
         }
         out
     }

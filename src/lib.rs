@@ -8,6 +8,12 @@
 //! - [`okta`]: hand-written Okta Management API client (paging, rate limits, wire types).
 //! - [`scim`]: Postman SCIM client (pacing, retries, SCIM errors, wire types).
 //! - [`sim`]: stateful simulators of Okta and Postman on 127.0.0.1, used by tests and `demo`.
+//! - [`config`]: the TOML shape and its validation; secrets sources.
+//! - [`store`]: SQLite snapshot, write-ahead journal, quarantine, run history, single-writer lock.
+//! - [`plan`]: the pure planner and its safety guards.
+//! - [`apply`]: executes a plan with the journal; [`engine`]: one run end to end.
+//! - [`schedule`], [`daemon`], [`http`]: the long-running service and its endpoints.
+//! - [`app`], [`cli`], [`check`], [`status`], [`demo`], [`output`], [`telemetry`]: the commands.
 
 pub mod app;
 pub mod apply;
@@ -15,6 +21,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod metrics;

@@ -54,9 +54,9 @@ fn progress_line(total: usize) -> Progress {
     let started = Instant::now();
     Arc::new(move |_: &Operation, _: &OpStatus| {
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == total || n % 10 == 0 {
+        if n == total || n.is_multiple_of(10) {
             let width = 30;
-            let filled = if total == 0 { width } else { n * width / total };
+            let filled = (n * width).checked_div(total).unwrap_or(width).min(width);
             let mut err = std::io::stderr().lock();
             let _ = write!(
                 err,

@@ -129,8 +129,22 @@ fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
+/// The current time as an API timestamp. Formatting is cached per millisecond: `populate`
+/// stamps 100k users, and most of them within the same few milliseconds.
 fn now_timestamp() -> String {
-    timestamp(chrono::Utc::now())
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHE: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = chrono::Utc::now();
+    let millis = now.timestamp_millis();
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != millis {
+            *cache = (millis, timestamp(now));
+        }
+        cache.1.clone()
+    })
 }
 
 /// Parses a raw query string (already percent-encoded) into its decoded pairs. Later duplicates

@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::faults::{self, Fault, FaultConfig, FaultInjector, Rejection};
@@ -230,6 +231,8 @@ struct OktaState {
     failing_user_pages: BTreeSet<u32>,
     failing_group_members: BTreeSet<String>,
     id_rng: SmallRng,
+    /// Creation sequence behind the ids; starts at a seed-dependent offset.
+    id_seq: u64,
     error_seq: u64,
 }
 
@@ -267,6 +270,7 @@ impl FakeOkta {
                 failing_user_pages: BTreeSet::new(),
                 failing_group_members: BTreeSet::new(),
                 id_rng: SmallRng::seed_from_u64(config.seed),
+                id_seq: 1_000_000_000 + (config.seed % 1_000) * 1_000_000_000,
                 error_seq: 0,
             },
             stats: OktaStats::default(),
@@ -636,10 +640,9 @@ impl FakeOkta {
                 let first = FIRST[rng.gen_range(0..FIRST.len())];
                 let last = LAST[rng.gen_range(0..LAST.len())];
                 let email = format!(
-                    "{}.{}.{}@example.com",
-                    first.to_lowercase(),
-                    last.to_lowercase(),
-                    n
+                    "{}.{}.{n}@example.com",
+                    first.to_ascii_lowercase(),
+                    last.to_ascii_lowercase()
                 );
                 let roll: f64 = rng.gen();
                 let status = if roll < 0.03 {
@@ -672,17 +675,25 @@ impl FakeOkta {
 }
 
 impl OktaState {
+    /// Okta-looking ids (`00u` + 17 base62 characters) that grow with creation time, like real
+    /// ones roughly do: listing order is creation order, and inserts append to the maps (which
+    /// keeps `populate` fast). The random tail keeps ids from looking like counters.
     fn new_id(&mut self, prefix: &str) -> String {
         const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-        loop {
-            let tail: String = (0..17)
-                .map(|_| ALPHABET[self.id_rng.gen_range(0..ALPHABET.len())] as char)
-                .collect();
-            let id = format!("{prefix}{tail}");
-            if !self.users.contains_key(&id) && !self.groups.contains_key(&id) {
-                return id;
-            }
+        self.id_seq += 1;
+        let mut id = String::with_capacity(20);
+        id.push_str(prefix);
+        let mut digits = [b'0'; 10];
+        let mut n = self.id_seq;
+        for d in digits.iter_mut().rev() {
+            *d = ALPHABET[(n % 62) as usize];
+            n /= 62;
         }
+        id.extend(digits.iter().map(|&b| b as char));
+        for _ in 0..7 {
+            id.push(ALPHABET[self.id_rng.gen_range(0..ALPHABET.len())] as char);
+        }
+        id
     }
 
     fn insert_user(&mut self, spec: UserSpec) -> String {
@@ -1107,88 +1118,205 @@ fn query_string(pairs: &[(&str, String)]) -> String {
         .finish()
 }
 
-fn user_json(base: &str, id: &str, u: &SimUser) -> Value {
-    let activated = if u.status == "STAGED" {
-        Value::Null
-    } else {
-        Value::String(u.created.clone())
-    };
-    json!({
-        "id": id,
-        "status": u.status,
-        "created": u.created,
-        "activated": activated,
-        "statusChanged": u.status_changed,
-        "lastLogin": null,
-        "lastUpdated": u.last_updated,
-        "passwordChanged": null,
-        "type": {"id": "otySimDefaultType001"},
-        "profile": {
-            "firstName": u.first_name,
-            "lastName": u.last_name,
-            "mobilePhone": null,
-            "secondEmail": null,
-            "login": u.login,
-            "email": u.email
-        },
-        "credentials": {"provider": {"type": "OKTA", "name": "OKTA"}},
-        "_links": {"self": {"href": format!("{base}/api/v1/users/{id}")}}
-    })
+// Responses are serialized from borrowed views of the state rather than built as
+// `serde_json::Value`s: a 500-user page with embedded users is the hot path at 100k users.
+// `Option::None` serializes as `null`, as Okta sends it (okta-api.md A8.5).
+
+#[derive(Serialize)]
+struct Href {
+    href: String,
 }
 
-fn app_user_json(
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserOut<'a> {
+    id: &'a str,
+    status: &'a str,
+    created: &'a str,
+    activated: Option<&'a str>,
+    status_changed: &'a str,
+    last_login: Option<&'a str>,
+    last_updated: &'a str,
+    password_changed: Option<&'a str>,
+    #[serde(rename = "type")]
+    user_type: UserTypeOut,
+    profile: UserProfileOut<'a>,
+    credentials: Value,
+    #[serde(rename = "_links")]
+    links: UserLinksOut,
+}
+
+#[derive(Serialize)]
+struct UserTypeOut {
+    id: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserProfileOut<'a> {
+    first_name: &'a str,
+    last_name: &'a str,
+    mobile_phone: Option<&'a str>,
+    second_email: Option<&'a str>,
+    login: &'a str,
+    email: &'a str,
+}
+
+#[derive(Serialize)]
+struct UserLinksOut {
+    #[serde(rename = "self")]
+    self_link: Href,
+}
+
+fn user_out<'a>(base: &str, id: &'a str, u: &'a SimUser) -> UserOut<'a> {
+    UserOut {
+        id,
+        status: &u.status,
+        created: &u.created,
+        activated: (u.status != "STAGED").then_some(u.created.as_str()),
+        status_changed: &u.status_changed,
+        last_login: None,
+        last_updated: &u.last_updated,
+        password_changed: None,
+        user_type: UserTypeOut {
+            id: "otySimDefaultType001",
+        },
+        profile: UserProfileOut {
+            first_name: &u.first_name,
+            last_name: &u.last_name,
+            mobile_phone: None,
+            second_email: None,
+            login: &u.login,
+            email: &u.email,
+        },
+        credentials: json!({"provider": {"type": "OKTA", "name": "OKTA"}}),
+        links: UserLinksOut {
+            self_link: Href {
+                href: format!("{base}/api/v1/users/{id}"),
+            },
+        },
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppUserOut<'a> {
+    id: &'a str,
+    external_id: Option<&'a str>,
+    created: &'a str,
+    last_updated: &'a str,
+    scope: &'static str,
+    status: &'a str,
+    status_changed: &'a str,
+    password_changed: Option<&'a str>,
+    sync_state: &'static str,
+    credentials: AppCredentialsOut<'a>,
+    profile: AppProfileOut<'a>,
+    #[serde(rename = "_links")]
+    links: AppUserLinksOut<'a>,
+    #[serde(rename = "_embedded", skip_serializing_if = "Option::is_none")]
+    embedded: Option<EmbeddedUserOut<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppCredentialsOut<'a> {
+    user_name: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppProfileOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct AppUserLinksOut<'a> {
+    app: Href,
+    user: Href,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<GroupLinkOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct GroupLinkOut<'a> {
+    href: String,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct EmbeddedUserOut<'a> {
+    user: UserOut<'a>,
+}
+
+fn app_user_out<'a>(
     shared: &Shared,
-    state: &OktaState,
-    id: &str,
-    a: &AppAssignment,
+    state: &'a OktaState,
+    id: &'a str,
+    a: &'a AppAssignment,
     expand_user: bool,
-) -> Value {
+) -> AppUserOut<'a> {
     let base = &shared.base_url;
     let app_id = &shared.config.app_id;
-    let scope = if state.direct.contains(id) {
-        "USER"
+    let direct = state.direct.contains(id);
+    let group = if direct {
+        None
     } else {
-        "GROUP"
+        state.granting_group(id).map(|(gid, g)| GroupLinkOut {
+            href: format!("{base}/api/v1/groups/{gid}"),
+            name: &g.name,
+        })
     };
-    let mut profile = serde_json::Map::new();
-    for (key, value) in [
-        ("firstName", &a.first_name),
-        ("lastName", &a.last_name),
-        ("email", &a.email),
-    ] {
-        if let Some(v) = value {
-            profile.insert(key.to_string(), Value::String(v.clone()));
-        }
+    AppUserOut {
+        id,
+        external_id: None,
+        created: &a.created,
+        last_updated: &a.last_updated,
+        scope: if direct { "USER" } else { "GROUP" },
+        status: &a.status,
+        status_changed: &a.last_updated,
+        password_changed: None,
+        sync_state: "DISABLED",
+        credentials: AppCredentialsOut {
+            user_name: &a.user_name,
+        },
+        profile: AppProfileOut {
+            first_name: a.first_name.as_deref(),
+            last_name: a.last_name.as_deref(),
+            email: a.email.as_deref(),
+        },
+        links: AppUserLinksOut {
+            app: Href {
+                href: format!("{base}/api/v1/apps/{app_id}"),
+            },
+            user: Href {
+                href: format!("{base}/api/v1/users/{id}"),
+            },
+            group,
+        },
+        embedded: if expand_user {
+            state.users.get(id).map(|u| EmbeddedUserOut {
+                user: user_out(base, id, u),
+            })
+        } else {
+            None
+        },
     }
-    let mut links = json!({
-        "app": {"href": format!("{base}/api/v1/apps/{app_id}")},
-        "user": {"href": format!("{base}/api/v1/users/{id}")}
-    });
-    if scope == "GROUP" {
-        if let Some((gid, g)) = state.granting_group(id) {
-            links["group"] = json!({"href": format!("{base}/api/v1/groups/{gid}"), "name": g.name});
-        }
-    }
-    let mut v = json!({
-        "id": id,
-        "externalId": null,
-        "created": a.created,
-        "lastUpdated": a.last_updated,
-        "scope": scope,
-        "status": a.status,
-        "statusChanged": a.last_updated,
-        "passwordChanged": null,
-        "syncState": "DISABLED",
-        "credentials": {"userName": a.user_name},
-        "profile": profile,
-        "_links": links
-    });
-    if expand_user {
-        if let Some(u) = state.users.get(id) {
-            v["_embedded"] = json!({"user": user_json(base, id, u)});
-        }
-    }
-    v
+}
+
+/// A 200 with an already serialized JSON body.
+fn json_bytes(headers: HeaderMap, body: Vec<u8>) -> Response {
+    let mut response = (headers, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn app_user_visible(shared: &Shared, state: &OktaState, id: &str, q: Option<&str>) -> bool {
@@ -1263,9 +1391,11 @@ async fn list_app_users(
             more = true;
             break;
         }
-        items.push(app_user_json(&shared, state, id, a, expand_user));
+        items.push(app_user_out(&shared, state, id, a, expand_user));
         last = Some(id.clone());
     }
+    let body = serde_json::to_vec(&items).unwrap_or_default();
+    drop(items);
     drop(inner);
 
     let path = format!("{}/api/v1/apps/{app_id}/users", shared.base_url);
@@ -1293,7 +1423,7 @@ async fn list_app_users(
         _ => None,
     };
     let headers = link_headers(&shared.config, &self_url, next_url.as_deref());
-    (headers, Json(Value::Array(items))).into_response()
+    json_bytes(headers, body)
 }
 
 async fn get_app_user(
@@ -1310,7 +1440,7 @@ async fn get_app_user(
     let state = &mut inner.state;
     match state.app_users.get(&user_id) {
         Some(a) if app_user_visible(&shared, state, &user_id, None) => {
-            Json(app_user_json(&shared, state, &user_id, a, expand_user)).into_response()
+            Json(app_user_out(&shared, state, &user_id, a, expand_user)).into_response()
         }
         _ => okta_error(
             state,
@@ -1495,10 +1625,12 @@ async fn list_group_users(
             break;
         }
         if let Some(u) = state.users.get(uid) {
-            items.push(user_json(&base, uid, u));
+            items.push(user_out(&base, uid, u));
             last = Some(uid.clone());
         }
     }
+    let body = serde_json::to_vec(&items).unwrap_or_default();
+    drop(items);
     drop(inner);
     let path = format!("{base}/api/v1/groups/{group_id}/users");
     let mut self_pairs = vec![("limit", limit.to_string())];
@@ -1517,7 +1649,7 @@ async fn list_group_users(
         _ => None,
     };
     let headers = link_headers(&shared.config, &self_url, next_url.as_deref());
-    (headers, Json(Value::Array(items))).into_response()
+    json_bytes(headers, body)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::metrics::Metrics;
 use crate::model::{ManagedUser, OktaUserId, PostmanUser, ScimUserId, UserAttrs};
@@ -166,7 +167,10 @@ impl Applier {
 
     async fn execute(&self, op: &Operation) -> Result<OpStatus, Fatal> {
         let span = tracing::info_span!("apply", op = op.kind().as_str(), user = %op.user_name);
-        let _enter = span.enter();
+        self.execute_inner(op).instrument(span).await
+    }
+
+    async fn execute_inner(&self, op: &Operation) -> Result<OpStatus, Fatal> {
         match &op.action {
             Action::Adopt {
                 scim_id,

@@ -203,6 +203,11 @@ impl Engine {
                 report.errors.push(e.to_string());
                 report.outcome = Outcome::Failed;
             }
+            // The journal is a write-ahead log, not an audit trail: keep 30 days of it.
+            let cutoff = report.finished_at - chrono::Duration::days(30);
+            if let Err(e) = with_store(&self.store, move |s| s.journal_prune(cutoff)).await {
+                tracing::warn!(error = %e, "could not prune the journal");
+            }
             self.refresh_gauges().await;
         }
         tracing::info!(

@@ -18,7 +18,7 @@ pub fn init(level: &str, format: LogFormat) {
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .try_init(),
         LogFormat::Pretty => builder.with_target(false).compact().try_init(),
     };

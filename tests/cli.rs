@@ -299,3 +299,39 @@ async fn demo_runs_with_no_accounts_and_converges() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("0 SCIM writes"), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn every_log_line_of_a_run_carries_its_run_id() {
+    let w = World::new().await;
+    w.okta_user("Ann", "Lee");
+    w.okta_user("Bob", "Ray");
+    let path = w.dir.path().join("json.toml");
+    std::fs::write(
+        &path,
+        w.config_text()
+            .replace("level = \"warn\"", "level = \"info\"\nformat = \"json\""),
+    )
+    .expect("write");
+    let mut cmd = bin();
+    cmd.arg("--config")
+        .arg(&path)
+        .args(["reconcile", "--output", "json"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.len() >= 4,
+        "plan lines, operation lines and a summary: {stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let run_id = report["run_id"].as_str().expect("run id").to_string();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).expect("each log line is JSON");
+        assert!(line.contains(&run_id), "line without run_id: {v}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("run finished")),
+        "one summary line per run"
+    );
+}

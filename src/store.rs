@@ -289,6 +289,10 @@ impl Store {
         self.conn
             .pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.err(e))?;
+        // Temporary tables in memory: containers run with a read-only root filesystem.
+        self.conn
+            .pragma_update(None, "temp_store", "MEMORY")
+            .map_err(|e| self.err(e))?;
         self.conn
             .pragma_update(None, "foreign_keys", "ON")
             .map_err(|e| self.err(e))?;

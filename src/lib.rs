@@ -7,6 +7,7 @@
 //! - [`retry`]: the one retry loop (backoff + `Retry-After`) both clients use.
 //! - [`okta`]: hand-written Okta Management API client (paging, rate limits, wire types).
 //! - [`scim`]: Postman SCIM client (pacing, retries, SCIM errors, wire types).
+//! - [`groups`]: the pure group planner; [`groups_apply`]: its reads, executor and engine step.
 //! - [`sim`]: stateful simulators of Okta and Postman on 127.0.0.1, used by tests and `demo`.
 
 pub mod app;
@@ -16,6 +17,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod groups;
+pub mod groups_apply;
 pub mod http;
 pub mod metrics;
 pub mod model;

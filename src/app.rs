@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::SharedStore;
@@ -38,6 +39,19 @@ pub fn build_engine(
         .postman
         .api_key
         .load("postman.api_key_file", "the Postman SCIM API key")?;
+    build_engine_with_secrets(config, token, key, store, writable, metrics, retry)
+}
+
+/// Like [`build_engine`], with the secrets already in hand (the demo).
+pub fn build_engine_with_secrets(
+    config: Arc<Config>,
+    token: SecretString,
+    key: SecretString,
+    store: SharedStore,
+    writable: bool,
+    metrics: Arc<Metrics>,
+    retry: RetryPolicy,
+) -> Result<Engine, anyhow::Error> {
     let mapping = AttributeMapping {
         user_name: AttributeMapping::parse(
             "okta.mapping.user_name",
@@ -144,6 +158,7 @@ pub async fn run_cli(cli: Cli) -> u8 {
             reconcile(&cli.config, &opts, output).await
         }
         Command::Run => crate::daemon::run_daemon(&cli.config).await,
+        Command::Demo { users } => crate::demo::run_demo(users).await,
         Command::Check { output } => crate::check::run_check(&cli.config, output).await,
         Command::Status { output } => crate::status::run_status(&cli.config, output),
     }

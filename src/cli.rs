@@ -57,4 +57,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
     },
+    /// See it work with no accounts: simulated Okta and Postman on 127.0.0.1, the real engine.
+    Demo {
+        /// Number of people in the simulated Okta org.
+        #[arg(long, default_value_t = 300)]
+        users: usize,
+    },
 }

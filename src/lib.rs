@@ -9,6 +9,12 @@
 //! - [`scim`]: Postman SCIM client (pacing, retries, SCIM errors, wire types).
 //! - [`groups`]: the pure group planner; [`groups_apply`]: its reads, executor and engine step.
 //! - [`sim`]: stateful simulators of Okta and Postman on 127.0.0.1, used by tests and `demo`.
+//! - [`config`]: the TOML shape and its validation; secrets sources.
+//! - [`store`]: SQLite snapshot, write-ahead journal, quarantine, run history, single-writer lock.
+//! - [`plan`]: the pure planner and its safety guards.
+//! - [`apply`]: executes a plan with the journal; [`engine`]: one run end to end.
+//! - [`schedule`], [`daemon`], [`http`]: the long-running service and its endpoints.
+//! - [`app`], [`cli`], [`check`], [`status`], [`demo`], [`output`], [`telemetry`]: the commands.
 
 pub mod app;
 pub mod apply;
@@ -16,6 +22,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod engine;
 pub mod groups;
 pub mod groups_apply;
@@ -28,6 +35,7 @@ pub mod plan;
 pub mod retry;
 pub mod schedule;
 pub mod scim;
+pub mod sim;
 pub mod status;
 pub mod store;
 pub mod telemetry;

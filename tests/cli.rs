@@ -1,0 +1,301 @@
+//! Tests of the real binary: exit codes, the JSON output contract, the single-writer lock,
+//! `check`, `status`, `demo`, and that no secret ever reaches the output or the logs.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{World, OKTA_TOKEN, POSTMAN_KEY};
+use okta_postman_sync::sim::okta::OktaSimConfig;
+use okta_postman_sync::sim::postman::{AuthScheme, PostmanSimConfig};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_okta-postman-sync"));
+    c.env_remove("OKTA_API_TOKEN")
+        .env_remove("POSTMAN_SCIM_API_KEY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("RUST_LOG")
+        .env_remove("OKTA_POSTMAN_SYNC_CONFIG");
+    c
+}
+
+/// Runs the binary on a blocking thread so the simulators keep serving.
+async fn run(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("run the binary"))
+        .await
+        .expect("join")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test]
+async fn reconcile_json_output_follows_the_documented_contract() {
+    let w = World::new().await;
+    w.okta_user("Ann", "Lee");
+    w.okta_user("Bob", "Ray");
+    let mut cmd = bin();
+    cmd.args(["--config"])
+        .arg(w.config_path())
+        .args(["reconcile", "--output", "json"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(v["dry_run"], false);
+    assert_eq!(v["outcome"], "ok");
+    for k in [
+        "create",
+        "update",
+        "deactivate",
+        "reactivate",
+        "adopt",
+        "unchanged",
+        "failed",
+    ] {
+        assert!(v["counts"][k].is_u64(), "counts.{k} missing");
+    }
+    assert_eq!(v["counts"]["create"], 2);
+    let ops = v["operations"].as_array().expect("operations");
+    assert_eq!(ops.len(), 2);
+    for op in ops {
+        assert_eq!(op["op"], "create");
+        assert_eq!(op["status"], "done");
+        assert!(op["user_name"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("@example.com")));
+        assert!(op["okta_id"].as_str().is_some_and(|u| !u.is_empty()));
+    }
+}
+
+#[tokio::test]
+async fn dry_run_prints_the_plan_and_writes_nothing() {
+    let w = World::new().await;
+    w.okta_user("Ann", "Lee");
+    let mut cmd = bin();
+    cmd.arg("--config")
+        .arg(w.config_path())
+        .args(["reconcile", "--dry-run"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("DRY RUN") && stdout.contains("ann.lee@example.com"),
+        "{stdout}"
+    );
+    assert_eq!(w.writes(), 0);
+    assert!(!w.state_path().exists());
+}
+
+#[tokio::test]
+async fn configuration_errors_exit_2_and_name_the_key() {
+    let w = World::new().await;
+    let path = w.dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        w.config_text()
+            .replace("writes_per_minute = 6000", "writes_per_minute = \"fast\""),
+    )
+    .expect("write");
+    let mut cmd = bin();
+    cmd.arg("--config").arg(&path).arg("reconcile");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("writes_per_minute"), "{}", text(&out));
+
+    let mut cmd = bin();
+    cmd.arg("--config")
+        .arg(w.dir.path().join("missing.toml"))
+        .arg("reconcile");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("missing.toml"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn a_refused_run_exits_3() {
+    let mut w = World::new().await;
+    w.extra_sync = "max_deactivations = 1".into();
+    let a = w.okta_user("Ann", "Lee");
+    let b = w.okta_user("Bob", "Ray");
+    w.okta_user("Cat", "Poe");
+    w.run().await;
+    w.okta.unassign_user(&a).expect("unassign");
+    w.okta.unassign_user(&b).expect("unassign");
+    let mut cmd = bin();
+    cmd.arg("--config").arg(w.config_path()).arg("reconcile");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("--allow-deactivations 2"),
+        "{}",
+        text(&out)
+    );
+    let mut cmd = bin();
+    cmd.arg("--config")
+        .arg(w.config_path())
+        .args(["reconcile", "--allow-deactivations", "2"]);
+    assert_eq!(run(cmd).await.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_second_writer_on_the_same_state_is_refused() {
+    let w = World::new().await;
+    w.okta_user("Ann", "Lee");
+    let _held = okta_postman_sync::store::StateLock::acquire(&w.state_path()).expect("lock");
+    let mut cmd = bin();
+    cmd.arg("--config").arg(w.config_path()).arg("reconcile");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("only one writer"), "{}", text(&out));
+    assert_eq!(w.writes(), 0);
+}
+
+#[tokio::test]
+async fn a_corrupt_state_file_is_an_error_not_a_fresh_start() {
+    let w = World::new().await;
+    w.okta_user("Ann", "Lee");
+    std::fs::write(w.state_path(), vec![0x42u8; 8192]).expect("write garbage");
+    let mut cmd = bin();
+    cmd.arg("--config").arg(w.config_path()).arg("reconcile");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("state.db") && text(&out).contains("corrupt"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(w.writes(), 0);
+    assert_eq!(
+        std::fs::read(w.state_path()).expect("read"),
+        vec![0x42u8; 8192]
+    );
+}
+
+#[tokio::test]
+async fn check_passes_with_good_credentials_and_explains_failures() {
+    let w = World::new().await;
+    let mut cmd = bin();
+    cmd.arg("--config").arg(w.config_path()).arg("check");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("Both sides pass"), "{}", text(&out));
+    assert_eq!(w.writes(), 0, "check never writes");
+
+    std::fs::write(w.dir.path().join("postman-key"), "wrong-key").expect("write");
+    let mut cmd = bin();
+    cmd.arg("--config")
+        .arg(w.config_path())
+        .args(["check", "--output", "json"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["ok"], false);
+    let detail = v["items"][1]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        detail.contains("ACTIVE"),
+        "the product document's advice: {detail}"
+    );
+    assert!(!text(&out).contains("wrong-key"));
+
+    std::fs::write(w.dir.path().join("okta-token"), "expired-token").expect("write");
+    let mut cmd = bin();
+    cmd.arg("--config").arg(w.config_path()).arg("check");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("[FAIL] okta"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn check_says_which_auth_scheme_works() {
+    let w = World::with(
+        OktaSimConfig::default(),
+        PostmanSimConfig {
+            auth_scheme: AuthScheme::Bearer,
+            ..PostmanSimConfig::default()
+        },
+    )
+    .await;
+    let mut cmd = bin();
+    cmd.arg("--config").arg(w.config_path()).arg("check");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("auth_scheme = \"bearer\""),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test]
+async fn status_reports_managed_users_and_the_last_runs() {
+    let w = World::new().await;
+    w.okta_user("Ann", "Lee");
+    w.postman
+        .add_member("root@example.com", "Root", "Admin", true)
+        .expect("seed");
+    w.run().await;
+    let mut cmd = bin();
+    cmd.arg("--config")
+        .arg(w.config_path())
+        .args(["status", "--output", "json"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["managed_active"], 1);
+    assert_eq!(v["unmanaged"][0]["user_name"], "root@example.com");
+    assert_eq!(v["runs"][0]["outcome"], "ok");
+}
+
+#[tokio::test]
+async fn no_secret_appears_in_output_or_logs_even_at_trace_level() {
+    let w = World::new().await;
+    w.okta_user("Ann", "Lee");
+    let path = w.dir.path().join("trace.toml");
+    std::fs::write(
+        &path,
+        w.config_text()
+            .replace("level = \"warn\"", "level = \"trace\"\nformat = \"json\""),
+    )
+    .expect("write");
+    for args in [
+        vec!["reconcile", "--output", "json"],
+        vec!["check"],
+        vec!["reconcile", "--dry-run"],
+    ] {
+        let mut cmd = bin();
+        cmd.arg("--config").arg(&path).args(&args);
+        let out = run(cmd).await;
+        let all = text(&out);
+        assert!(
+            all.len() > 1000,
+            "trace logging produced output for {args:?}"
+        );
+        assert!(!all.contains(OKTA_TOKEN), "Okta token leaked by {args:?}");
+        assert!(!all.contains(POSTMAN_KEY), "Postman key leaked by {args:?}");
+    }
+    // And not in the database either.
+    let db = std::fs::read(w.state_path()).expect("state");
+    let wal = std::fs::read(format!("{}-wal", w.state_path().display())).unwrap_or_default();
+    for bytes in [db, wal] {
+        let s = String::from_utf8_lossy(&bytes);
+        assert!(!s.contains(OKTA_TOKEN) && !s.contains(POSTMAN_KEY));
+    }
+}
+
+#[tokio::test]
+async fn demo_runs_with_no_accounts_and_converges() {
+    let mut cmd = bin();
+    cmd.args(["demo", "--users", "60"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("0 SCIM writes"), "{}", text(&out));
+}

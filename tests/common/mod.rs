@@ -1,0 +1,191 @@
+//! Shared harness for the end-to-end tests: the Okta and Postman simulators on 127.0.0.1:0, a
+//! temporary state directory with secret files, a config pointing at all of it, and the real
+//! engine built exactly as the binary builds it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use okta_postman_sync::app::build_engine;
+use okta_postman_sync::config::Config;
+use okta_postman_sync::engine::{Engine, RunOptions, RunReport};
+use okta_postman_sync::metrics::Metrics;
+use okta_postman_sync::model::OktaUserId;
+use okta_postman_sync::retry::RetryPolicy;
+use okta_postman_sync::sim::okta::{FakeOkta, OktaSimConfig, UserSpec};
+use okta_postman_sync::sim::postman::{FakePostman, PostmanSimConfig, SimScimUser};
+use okta_postman_sync::store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub const OKTA_TOKEN: &str = "test-okta-token-0123456789";
+pub const POSTMAN_KEY: &str = "test-postman-key-abcdef";
+
+pub struct World {
+    pub okta: FakeOkta,
+    pub postman: FakePostman,
+    pub dir: tempfile::TempDir,
+    /// Extra TOML appended to the generated config (sections must not repeat).
+    pub extra_sync: String,
+    pub extra_postman: String,
+    pub extra_okta: String,
+}
+
+impl World {
+    pub async fn new() -> World {
+        Self::with(OktaSimConfig::default(), PostmanSimConfig::default()).await
+    }
+
+    pub async fn with(mut okta: OktaSimConfig, mut postman: PostmanSimConfig) -> World {
+        okta.token = OKTA_TOKEN.to_string().into();
+        postman.api_key = POSTMAN_KEY.to_string().into();
+        let okta = FakeOkta::start(okta).await.expect("start fake Okta");
+        let postman = FakePostman::start(postman)
+            .await
+            .expect("start fake Postman");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("okta-token"), format!("{OKTA_TOKEN}\n"))
+            .expect("write token");
+        std::fs::write(dir.path().join("postman-key"), POSTMAN_KEY).expect("write key");
+        World {
+            okta,
+            postman,
+            dir,
+            extra_sync: String::new(),
+            extra_postman: String::new(),
+            extra_okta: String::new(),
+        }
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    pub fn config_text(&self) -> String {
+        format!(
+            r#"
+[okta]
+org_url = "{okta}"
+app_id = "{app}"
+api_token_file = "{dir}/okta-token"
+{extra_okta}
+
+[postman]
+scim_url = "{scim}"
+api_key_file = "{dir}/postman-key"
+writes_per_minute = 6000
+reads_per_minute = 6000
+timeout = "5s"
+{extra_postman}
+
+[sync]
+state_path = "{state}"
+{extra_sync}
+
+[log]
+level = "warn"
+"#,
+            okta = self.okta.base_url(),
+            app = self.okta.app_id(),
+            dir = self.dir.path().display(),
+            scim = self.postman.scim_url(),
+            state = self.state_path().display(),
+            extra_okta = self.extra_okta,
+            extra_postman = self.extra_postman,
+            extra_sync = self.extra_sync,
+        )
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(&path, self.config_text()).expect("write config");
+        path
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        Arc::new(Config::parse(&self.config_text()).expect("valid test config"))
+    }
+
+    /// A fresh engine on the state file, like one process of the binary.
+    pub fn engine(&self) -> Engine {
+        let store = Store::open(&self.state_path()).expect("open store");
+        build_engine(
+            self.config(),
+            Arc::new(Mutex::new(store)),
+            true,
+            Arc::new(Metrics::new()),
+            RetryPolicy::fast(),
+        )
+        .expect("engine")
+    }
+
+    /// An engine for dry runs: the store opened read-only (in memory when the file is missing).
+    pub fn engine_dry(&self) -> Engine {
+        let store = match Store::open_read_only(&self.state_path()).expect("open store") {
+            Some(s) => s,
+            None => Store::in_memory().expect("memory store"),
+        };
+        build_engine(
+            self.config(),
+            Arc::new(Mutex::new(store)),
+            false,
+            Arc::new(Metrics::new()),
+            RetryPolicy::fast(),
+        )
+        .expect("engine")
+    }
+
+    pub async fn reconcile(&self, opts: RunOptions) -> RunReport {
+        self.engine()
+            .run(&opts, &CancellationToken::new(), None)
+            .await
+    }
+
+    pub async fn run(&self) -> RunReport {
+        self.reconcile(RunOptions::default()).await
+    }
+
+    pub async fn run_full(&self) -> RunReport {
+        self.reconcile(RunOptions {
+            full: true,
+            ..RunOptions::default()
+        })
+        .await
+    }
+
+    /// Adds and assigns an Okta user `first.last@example.com`.
+    pub fn okta_user(&self, first: &str, last: &str) -> OktaUserId {
+        let email = format!(
+            "{}.{}@example.com",
+            first.to_lowercase(),
+            last.to_lowercase()
+        );
+        let id = self.okta.add_user(UserSpec::new(&email, first, last));
+        self.okta.assign_user(&id).expect("assign");
+        id
+    }
+
+    pub fn member(&self, user_name: &str) -> Option<SimScimUser> {
+        self.postman.user_by_name(user_name)
+    }
+
+    /// Postman members by lowercase userName, failing on duplicates.
+    pub fn members_without_duplicates(&self) -> std::collections::BTreeMap<String, SimScimUser> {
+        let mut out = std::collections::BTreeMap::new();
+        for u in self.postman.users() {
+            let key = u.user_name.to_lowercase();
+            assert!(
+                out.insert(key.clone(), u).is_none(),
+                "duplicate Postman user {key}"
+            );
+        }
+        out
+    }
+
+    pub fn writes(&self) -> u64 {
+        self.postman.stats().writes
+    }
+
+    pub fn reads(&self) -> u64 {
+        self.postman.stats().reads
+    }
+}

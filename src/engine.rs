@@ -16,7 +16,7 @@ use crate::groups::GroupPolicy;
 use crate::metrics::Metrics;
 use crate::model::PostmanUser;
 use crate::okta::{AttributeMapping, OktaClient};
-use crate::plan::{plan, OpKind, Operation, Plan, Policy};
+use crate::plan::{plan, Action, OpKind, Operation, Plan, Policy};
 use crate::scim::ScimClient;
 use crate::store::UnmanagedRecord;
 
@@ -356,7 +356,13 @@ impl Engine {
         let group_policy = GroupPolicy {
             delete_removed: self.config.groups.delete_removed,
             deactivation_limit: policy.deactivation_limit(),
-            user_deactivations: plan.count(OpKind::Deactivate),
+            deactivating: plan
+                .deactivations()
+                .filter_map(|o| match &o.action {
+                    Action::Deactivate { scim_id } => Some(scim_id.clone()),
+                    _ => None,
+                })
+                .collect(),
         };
         let groups = if self.config.groups.enabled {
             self.prepare_groups(full, report).await

@@ -66,8 +66,9 @@ pub struct GroupPolicy {
     pub delete_removed: bool,
     /// The run's deactivation limit (`Policy::deactivation_limit`).
     pub deactivation_limit: usize,
-    /// Users the user plan of the same run deactivates: they share the limit.
-    pub user_deactivations: usize,
+    /// Users the user plan of the same run deactivates: they share the limit, and are not
+    /// counted again when a deleted group would also cost them access.
+    pub deactivating: BTreeSet<ScimUserId>,
 }
 
 /// A Postman member named in a group operation.
@@ -428,7 +429,9 @@ pub fn plan_groups(
         let loses_access: Vec<Member> = c
             .members
             .iter()
-            .filter(|s| !kept_members.contains(*s))
+            .filter(|s| !kept_members.contains(*s) && !policy.deactivating.contains(*s))
+            // A deactivated member has no access left to lose.
+            .filter(|s| by_scim.get(s).is_none_or(|u| u.active))
             .map(&name_of)
             .collect();
         let reason = if loses_access.is_empty() {
@@ -463,7 +466,7 @@ pub fn plan_groups(
     out.operations = ops;
 
     // The blast-radius limit, shared with the user plan of the same run.
-    let count = policy.user_deactivations + out.losses().count();
+    let count = policy.deactivating.len() + out.losses().count();
     if out.losses().next().is_some() && count > policy.deactivation_limit {
         out.refusal = Some(Refusal::TooManyDeactivations {
             count,

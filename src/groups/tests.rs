@@ -86,7 +86,7 @@ fn policy() -> GroupPolicy {
     GroupPolicy {
         delete_removed: false,
         deactivation_limit: 10,
-        user_deactivations: 0,
+        deactivating: BTreeSet::new(),
     }
 }
 
@@ -296,13 +296,27 @@ fn a_deleted_group_counts_members_in_no_other_group_as_losing_access() {
 }
 
 #[test]
+fn a_member_already_being_deactivated_is_not_counted_twice() {
+    let d = desired(&[]);
+    let snap: BTreeMap<_, _> = [managed("old", "Old", &["ann", "bob"])].into();
+    let pol = GroupPolicy {
+        delete_removed: true,
+        deactivation_limit: 2,
+        deactivating: [sid("ann"), sid("bob")].into(),
+    };
+    let p = plan_groups(&d, &snap, None, &users(&["ann", "bob"], &[]), &pol);
+    assert!(member_names(&p.operations[0]).is_empty());
+    assert!(p.refusal.is_none());
+}
+
+#[test]
 fn group_deletions_share_the_deactivation_limit_with_users() {
     let d = desired(&[]);
     let snap: BTreeMap<_, _> = [managed("old", "Old", &["ann", "bob"])].into();
     let pol = GroupPolicy {
         delete_removed: true,
         deactivation_limit: 2,
-        user_deactivations: 1,
+        deactivating: [sid("zed")].into(),
     };
     let p = plan_groups(&d, &snap, None, &users(&["ann", "bob"], &[]), &pol);
     assert_eq!(
@@ -403,7 +417,7 @@ proptest! {
                 members: ms.iter().map(|m| sid(&names(*m))).collect(),
             })
         }).collect();
-        let pol = GroupPolicy { delete_removed, deactivation_limit: 100, user_deactivations: 0 };
+        let pol = GroupPolicy { delete_removed, deactivation_limit: 100, deactivating: BTreeSet::new() };
         let p = plan_groups(&d, &snap, None, &u, &pol);
         let after = simulate_groups(&p, &snap, |id| ScimGroupId::new(format!("new-{id}")));
         let again = plan_groups(&d, &after, None, &u, &pol);

@@ -12,10 +12,11 @@ use tracing::Instrument;
 
 use crate::apply::{describe, recover, with_store, Applier, OpStatus, SharedStore};
 use crate::config::Config;
+use crate::groups::GroupPolicy;
 use crate::metrics::Metrics;
 use crate::model::PostmanUser;
 use crate::okta::{AttributeMapping, OktaClient};
-use crate::plan::{plan, OpKind, Operation, Plan, Policy};
+use crate::plan::{plan, Action, OpKind, Operation, Plan, Policy};
 use crate::scim::ScimClient;
 use crate::store::UnmanagedRecord;
 
@@ -72,6 +73,10 @@ pub struct Counts {
     pub adopt: usize,
     pub unchanged: usize,
     pub failed: usize,
+    /// Group operations done (planned, in a dry run); see `operations` for their kinds.
+    pub groups: usize,
+    /// Pushed groups that needed nothing.
+    pub unchanged_groups: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -112,6 +117,9 @@ pub struct RunReport {
     pub withheld: Vec<OpReport>,
     /// Operations postponed because the user is quarantined.
     pub deferred: Vec<OpReport>,
+    /// Groups no longer pushed, left in Postman because `[groups] delete_removed = false`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_alone: Vec<OpReport>,
     /// Who a refused run would have deactivated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
@@ -133,6 +141,7 @@ impl RunReport {
             operations: Vec::new(),
             withheld: Vec::new(),
             deferred: Vec::new(),
+            left_alone: Vec::new(),
             refusal: None,
             unmanaged_members: None,
             skipped_okta_users: Vec::new(),
@@ -144,7 +153,10 @@ impl RunReport {
 
     /// Number of SCIM writes the run made or would make.
     pub fn writes(&self) -> usize {
-        self.operations.iter().filter(|o| o.op != "adopt").count()
+        self.operations
+            .iter()
+            .filter(|o| o.op != "adopt" && o.op != "group_adopt")
+            .count()
     }
 }
 
@@ -238,6 +250,7 @@ impl Engine {
             metrics.set_managed_users(active, inactive);
             metrics.set_quarantined(s.quarantined(Utc::now())?.len() as i64);
             metrics.set_unmanaged_members(s.unmanaged()?.len() as i64);
+            metrics.set_managed_groups(s.group_snapshot()?.len() as i64);
             Ok(())
         })
         .await;
@@ -344,6 +357,24 @@ impl Engine {
                 &policy,
             )
         };
+        // Groups (issue 4): read and planned before any write, so one guard covers both.
+        let group_policy = GroupPolicy {
+            delete_removed: self.config.groups.delete_removed,
+            deactivation_limit: policy.deactivation_limit(),
+            deactivating: plan
+                .deactivations()
+                .filter_map(|o| match &o.action {
+                    Action::Deactivate { scim_id } => Some(scim_id.clone()),
+                    _ => None,
+                })
+                .collect(),
+        };
+        let groups = if self.config.groups.enabled {
+            self.prepare_groups(full, report).await
+        } else {
+            None
+        };
+        let group_plan = groups.as_ref().map(|g| g.plan(&snapshot, &group_policy));
         drop(snapshot);
         tracing::info!(
             create = plan.count(OpKind::Create),
@@ -378,8 +409,15 @@ impl Engine {
             report.outcome = Outcome::Partial;
         }
 
-        if let Some(refusal) = &plan.refusal {
-            let who: Vec<String> = plan.deactivations().map(|o| o.user_name.clone()).collect();
+        let group_refusal = group_plan.as_ref().and_then(|g| g.refusal.as_ref());
+        if let Some(refusal) = plan.refusal.as_ref().or(group_refusal) {
+            let mut who: Vec<String> = plan.deactivations().map(|o| o.user_name.clone()).collect();
+            if let Some(g) = &group_plan {
+                who.extend(
+                    g.losses()
+                        .map(|m| format!("{} (group deletion)", m.user_name)),
+                );
+            }
             let msg = if who.is_empty() {
                 refusal.explain()
             } else {
@@ -398,6 +436,9 @@ impl Engine {
                 .map(|o| OpReport::new(o, "planned", None))
                 .collect();
             count_planned(report, &plan);
+            if let Some(g) = &group_plan {
+                self.report_planned_groups(g, report);
+            }
             return;
         }
 
@@ -408,6 +449,9 @@ impl Engine {
                 .map(|o| OpReport::new(o, "planned", None))
                 .collect();
             count_planned(report, &plan);
+            if let Some(g) = &group_plan {
+                self.report_planned_groups(g, report);
+            }
             return;
         }
 
@@ -468,8 +512,18 @@ impl Engine {
         if let Some(e) = fatal {
             report.errors.push(e.to_string());
             report.outcome = Outcome::Failed;
+            return;
         } else if report.counts.failed > 0 || stopped {
             report.outcome = Outcome::Partial;
+        }
+        if let Some(inputs) = &groups {
+            if let Some(e) = self
+                .sync_groups(inputs, &group_policy, cancel, report)
+                .await
+            {
+                report.errors.push(e.to_string());
+                report.outcome = Outcome::Failed;
+            }
         }
     }
 }

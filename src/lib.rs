@@ -7,6 +7,7 @@
 //! - [`retry`]: the one retry loop (backoff + `Retry-After`) both clients use.
 //! - [`okta`]: hand-written Okta Management API client (paging, rate limits, wire types).
 //! - [`scim`]: Postman SCIM client (pacing, retries, SCIM errors, wire types).
+//! - [`groups`]: the pure group planner; [`groups_apply`]: its reads, executor and engine step.
 //! - [`sim`]: stateful simulators of Okta and Postman on 127.0.0.1, used by tests and `demo`.
 //! - [`config`]: the TOML shape and its validation; secrets sources.
 //! - [`store`]: SQLite snapshot, write-ahead journal, quarantine, run history, single-writer lock.
@@ -23,6 +24,8 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod engine;
+pub mod groups;
+pub mod groups_apply;
 pub mod http;
 pub mod metrics;
 pub mod model;

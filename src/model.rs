@@ -118,6 +118,16 @@ pub struct PostmanGroup {
     pub members: BTreeSet<ScimUserId>,
 }
 
+/// What the snapshot holds for one pushed group: the Postman group linked to an Okta group, its
+/// name as last pushed, and the Postman members we believe it has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedGroup {
+    pub okta_id: OktaGroupId,
+    pub scim_id: ScimGroupId,
+    pub display_name: String,
+    pub members: BTreeSet<ScimUserId>,
+}
+
 /// Case-insensitive key used to match Okta users to existing Postman members by userName.
 /// Postman's userName is an email address; email addresses are matched case-insensitively here
 /// because Postman does not document how it normalises case (postman-scim.md B5).

@@ -87,6 +87,16 @@ pub fn render_run(r: &RunReport) -> String {
             &op_rows(&r.deferred),
         ));
     }
+    if !r.left_alone.is_empty() {
+        out.push_str(&format!(
+            "\nGroups no longer pushed, left in Postman ({}; set [groups] delete_removed = true to delete them):\n",
+            r.left_alone.len()
+        ));
+        out.push_str(&table(
+            &["OP", "GROUP", "STATUS", "WHY"],
+            &op_rows(&r.left_alone),
+        ));
+    }
     if !r.skipped_okta_users.is_empty() {
         out.push_str("\nOkta users that could not be mapped (left alone):\n");
         for s in &r.skipped_okta_users {
@@ -114,6 +124,12 @@ pub fn render_run(r: &RunReport) -> String {
         c.unchanged,
         c.failed
     ));
+    if c.groups > 0 || c.unchanged_groups > 0 {
+        out.push_str(&format!(
+            "; {} group operations, {} groups unchanged",
+            c.groups, c.unchanged_groups
+        ));
+    }
     if let Some(n) = r.unmanaged_members {
         out.push_str(&format!("; {n} unmanaged Postman members (never touched)"));
     }

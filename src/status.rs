@@ -18,11 +18,21 @@ pub struct StatusReport {
     pub managed_active: i64,
     pub managed_inactive: i64,
     pub unmanaged: Vec<UnmanagedRecord>,
+    /// Pushed groups: (Okta group id, Postman displayName, known members).
+    pub groups: Vec<GroupStatus>,
     pub failures: Vec<FailureRecord>,
     pub quarantined: usize,
     pub interrupted_writes: usize,
     pub last_success: Option<String>,
     pub runs: Vec<RunRecord>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupStatus {
+    pub okta_id: String,
+    pub scim_id: String,
+    pub display_name: String,
+    pub members: usize,
 }
 
 /// Collects the status from an open store.
@@ -33,6 +43,16 @@ pub fn collect(store: &Store, runs: usize) -> Result<StatusReport, StoreError> {
         managed_active: active,
         managed_inactive: inactive,
         unmanaged: store.unmanaged()?,
+        groups: store
+            .group_snapshot()?
+            .into_values()
+            .map(|g| GroupStatus {
+                okta_id: g.okta_id.to_string(),
+                scim_id: g.scim_id.to_string(),
+                display_name: g.display_name,
+                members: g.members.len(),
+            })
+            .collect(),
         failures: store.failures()?,
         quarantined: store.quarantined(Utc::now())?.len(),
         interrupted_writes: store.journal_pending()?.len(),
@@ -51,6 +71,21 @@ pub fn render(s: &StatusReport) -> String {
         "Unmanaged Postman members (never touched): {}\n",
         s.unmanaged.len()
     ));
+    if !s.groups.is_empty() {
+        out.push_str(&format!("Pushed groups: {}\n", s.groups.len()));
+        let rows: Vec<Vec<String>> = s
+            .groups
+            .iter()
+            .map(|g| {
+                vec![
+                    g.display_name.clone(),
+                    g.okta_id.clone(),
+                    g.members.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["GROUP", "OKTA ID", "MEMBERS"], &rows));
+    }
     out.push_str(&format!(
         "Last successful run: {}\n",
         s.last_success.as_deref().unwrap_or("never")

@@ -5,7 +5,7 @@
 //! `spawn_blocking` or hold it briefly). An unreadable, read-only, locked or corrupt file is an
 //! error naming the file and the fix, never a silent fresh start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,9 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
-use crate::model::{ManagedUser, OktaUserId, ScimUserId, UserAttrs};
+use crate::model::{
+    ManagedGroup, ManagedUser, OktaGroupId, OktaUserId, ScimGroupId, ScimUserId, UserAttrs,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -114,6 +116,20 @@ const MIGRATIONS: &[&str] = &[
         errors      TEXT
     );
     "#,
+    // 2: pushed groups (issue 4) and the Postman members we believe each has.
+    r#"
+    CREATE TABLE groups (
+        okta_id      TEXT PRIMARY KEY,
+        scim_id      TEXT NOT NULL UNIQUE,
+        display_name TEXT NOT NULL,
+        updated_at   TEXT NOT NULL
+    );
+    CREATE TABLE group_members (
+        okta_group_id TEXT NOT NULL REFERENCES groups (okta_id) ON DELETE CASCADE,
+        scim_user_id  TEXT NOT NULL,
+        PRIMARY KEY (okta_group_id, scim_user_id)
+    );
+    "#,
 ];
 
 /// One row of the journal that was intended but never confirmed.
@@ -173,6 +189,32 @@ pub enum SnapshotChange {
         attrs: UserAttrs,
     },
     Forget(OktaUserId),
+    Group(GroupChange),
+}
+
+/// How the group snapshot changes when a group write (or an adoption) is confirmed.
+#[derive(Clone, Debug)]
+pub enum GroupChange {
+    /// Link (or re-link) a Postman group, replacing its known members.
+    Upsert(ManagedGroup),
+    Rename {
+        okta_id: OktaGroupId,
+        display_name: String,
+    },
+    /// Replace the known members (a full read, or deactivated users dropped).
+    SetMembers {
+        okta_id: OktaGroupId,
+        members: BTreeSet<ScimUserId>,
+    },
+    AddMembers {
+        okta_id: OktaGroupId,
+        members: Vec<ScimUserId>,
+    },
+    RemoveMembers {
+        okta_id: OktaGroupId,
+        members: Vec<ScimUserId>,
+    },
+    Forget(OktaGroupId),
 }
 
 pub struct Store {
@@ -431,8 +473,128 @@ impl Store {
             SnapshotChange::Forget(okta_id) => {
                 tx.execute("DELETE FROM users WHERE okta_id = ?1", params![okta_id.0])?;
             }
+            SnapshotChange::Group(g) => Self::apply_group_change(tx, g, now)?,
         }
         Ok(())
+    }
+
+    fn apply_group_change(
+        tx: &rusqlite::Transaction<'_>,
+        change: &GroupChange,
+        now: &str,
+    ) -> rusqlite::Result<()> {
+        let insert_member = |okta_id: &OktaGroupId, m: &ScimUserId| {
+            tx.execute(
+                "INSERT OR IGNORE INTO group_members (okta_group_id, scim_user_id) VALUES (?1, ?2)",
+                params![okta_id.0, m.0],
+            )
+        };
+        match change {
+            GroupChange::Upsert(g) => {
+                // A Postman group belongs to one Okta group: drop a stale link first.
+                tx.execute(
+                    "DELETE FROM groups WHERE scim_id = ?1 AND okta_id <> ?2",
+                    params![g.scim_id.0, g.okta_id.0],
+                )?;
+                tx.execute(
+                    "INSERT INTO groups (okta_id, scim_id, display_name, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (okta_id) DO UPDATE SET scim_id = excluded.scim_id,
+                        display_name = excluded.display_name, updated_at = excluded.updated_at",
+                    params![g.okta_id.0, g.scim_id.0, g.display_name, now],
+                )?;
+                tx.execute(
+                    "DELETE FROM group_members WHERE okta_group_id = ?1",
+                    params![g.okta_id.0],
+                )?;
+                for m in &g.members {
+                    insert_member(&g.okta_id, m)?;
+                }
+            }
+            GroupChange::Rename {
+                okta_id,
+                display_name,
+            } => {
+                tx.execute(
+                    "UPDATE groups SET display_name = ?2, updated_at = ?3 WHERE okta_id = ?1",
+                    params![okta_id.0, display_name, now],
+                )?;
+            }
+            GroupChange::SetMembers { okta_id, members } => {
+                tx.execute(
+                    "DELETE FROM group_members WHERE okta_group_id = ?1",
+                    params![okta_id.0],
+                )?;
+                for m in members {
+                    insert_member(okta_id, m)?;
+                }
+            }
+            GroupChange::AddMembers { okta_id, members } => {
+                // Only for a group the snapshot holds (the foreign key would refuse others).
+                let known: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM groups WHERE okta_id = ?1)",
+                    params![okta_id.0],
+                    |r| r.get(0),
+                )?;
+                if known {
+                    for m in members {
+                        insert_member(okta_id, m)?;
+                    }
+                }
+            }
+            GroupChange::RemoveMembers { okta_id, members } => {
+                for m in members {
+                    tx.execute(
+                        "DELETE FROM group_members WHERE okta_group_id = ?1 AND scim_user_id = ?2",
+                        params![okta_id.0, m.0],
+                    )?;
+                }
+            }
+            GroupChange::Forget(okta_id) => {
+                tx.execute("DELETE FROM groups WHERE okta_id = ?1", params![okta_id.0])?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- group snapshot ---------------------------------------------------------------------
+
+    /// Every pushed group, keyed by Okta group id, with the members we believe it has.
+    pub fn group_snapshot(&self) -> Result<BTreeMap<OktaGroupId, ManagedGroup>, StoreError> {
+        let mut out: BTreeMap<OktaGroupId, ManagedGroup> = BTreeMap::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT okta_id, scim_id, display_name FROM groups")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(ManagedGroup {
+                        okta_id: OktaGroupId(r.get(0)?),
+                        scim_id: ScimGroupId(r.get(1)?),
+                        display_name: r.get(2)?,
+                        members: BTreeSet::new(),
+                    })
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let g = row.map_err(|e| self.err(e))?;
+                out.insert(g.okta_id.clone(), g);
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT okta_group_id, scim_user_id FROM group_members")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (g, m) = row.map_err(|e| self.err(e))?;
+            if let Some(group) = out.get_mut(&OktaGroupId(g)) {
+                group.members.insert(ScimUserId(m));
+            }
+        }
+        Ok(out)
     }
 
     /// Applies snapshot changes that need no SCIM write (adoptions, forgetting vanished
@@ -475,6 +637,40 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Records a group write as intended, before it is sent (the journal's `okta_id` column then
+    /// holds the Okta group id). Returns the journal id.
+    pub fn journal_intend_group(
+        &mut self,
+        run_id: &str,
+        okta_id: &OktaGroupId,
+        op: &str,
+        display_name: &str,
+        payload: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        self.journal_intend(
+            run_id,
+            &OktaUserId(okta_id.0.clone()),
+            op,
+            display_name,
+            payload,
+            now,
+        )
+    }
+
+    /// Marks a group write failed, with its snapshot changes (for example forgetting a group
+    /// Postman no longer has). Groups are not quarantined: a failed group write is retried on the
+    /// next run and reported each time.
+    pub fn journal_failed_group(
+        &mut self,
+        id: i64,
+        error: &str,
+        changes: &[SnapshotChange],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.close_journal(id, "failed", None, Some(error), changes, now)
     }
 
     /// Confirms a journalled write: marks it done (with the SCIM id), applies its snapshot
@@ -1050,6 +1246,122 @@ mod tests {
         s.journal_done(j, None, &[SnapshotChange::Upsert(ann())], now())
             .expect("done");
         assert!(s.failures().expect("f").is_empty());
+    }
+
+    fn eng() -> ManagedGroup {
+        ManagedGroup {
+            okta_id: OktaGroupId::new("00geng"),
+            scim_id: ScimGroupId::new("g-eng"),
+            display_name: "Engineering".into(),
+            members: [ScimUserId::new("s-ann")].into(),
+        }
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_to_hold_groups_and_keeps_its_users() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        {
+            // A state file written by a release that knew only migration 1.
+            let mut conn = Connection::open(&path).expect("open");
+            let tx = conn.transaction().expect("tx");
+            tx.execute_batch(MIGRATIONS[0]).expect("migration 1");
+            tx.pragma_update(None, "user_version", 1).expect("version");
+            tx.execute(
+                "INSERT INTO users VALUES ('00uann', 's-ann', 'ann@example.com', 'Ann', 'Lee', 1, 'x')",
+                [],
+            )
+            .expect("user");
+            tx.commit().expect("commit");
+        }
+        let mut s = Store::open(&path).expect("migrate");
+        assert_eq!(s.schema_version().expect("version"), 2);
+        assert_eq!(s.snapshot().expect("snapshot").len(), 1);
+        assert!(s.group_snapshot().expect("groups").is_empty());
+        s.apply_changes(&[SnapshotChange::Group(GroupChange::Upsert(eng()))], now())
+            .expect("upsert");
+        drop(s);
+        let s = Store::open(&path).expect("reopen");
+        assert_eq!(
+            s.group_snapshot().expect("groups").get(&eng().okta_id),
+            Some(&eng())
+        );
+    }
+
+    #[test]
+    fn group_changes_rename_add_remove_and_forget_with_their_members() {
+        let mut s = Store::in_memory().expect("mem");
+        let id = eng().okta_id;
+        let g = |c| SnapshotChange::Group(c);
+        s.apply_changes(&[g(GroupChange::Upsert(eng()))], now())
+            .expect("upsert");
+        let j = s
+            .journal_intend_group("r", &id, "group_rename", "Platform", "{}", now())
+            .expect("intend");
+        s.journal_done(
+            j,
+            None,
+            &[
+                g(GroupChange::Rename {
+                    okta_id: id.clone(),
+                    display_name: "Platform".into(),
+                }),
+                g(GroupChange::AddMembers {
+                    okta_id: id.clone(),
+                    members: vec![ScimUserId::new("s-bob"), ScimUserId::new("s-cid")],
+                }),
+                g(GroupChange::RemoveMembers {
+                    okta_id: id.clone(),
+                    members: vec![ScimUserId::new("s-ann")],
+                }),
+                // Members of a group the snapshot does not hold are ignored.
+                g(GroupChange::AddMembers {
+                    okta_id: OktaGroupId::new("00gother"),
+                    members: vec![ScimUserId::new("s-bob")],
+                }),
+            ],
+            now(),
+        )
+        .expect("done");
+        let snap = s.group_snapshot().expect("groups");
+        assert_eq!(snap.len(), 1);
+        let got = &snap[&id];
+        assert_eq!(got.display_name, "Platform");
+        assert_eq!(
+            got.members,
+            [ScimUserId::new("s-bob"), ScimUserId::new("s-cid")].into()
+        );
+        s.apply_changes(
+            &[g(GroupChange::SetMembers {
+                okta_id: id.clone(),
+                members: BTreeSet::new(),
+            })],
+            now(),
+        )
+        .expect("set");
+        assert!(s.group_snapshot().expect("groups")[&id].members.is_empty());
+        s.apply_changes(&[g(GroupChange::Forget(id.clone()))], now())
+            .expect("forget");
+        assert!(s.group_snapshot().expect("groups").is_empty());
+        let members: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM group_members", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(members, 0);
+    }
+
+    #[test]
+    fn a_failed_group_write_closes_its_journal_row_without_quarantine() {
+        let mut s = Store::in_memory().expect("mem");
+        let id = eng().okta_id;
+        let j = s
+            .journal_intend_group("r", &id, "group_create", "Engineering", "{}", now())
+            .expect("intend");
+        s.journal_failed_group(j, "400 bad", &[], now())
+            .expect("failed");
+        assert!(s.journal_pending().expect("pending").is_empty());
+        assert_eq!(s.journal_counts().expect("counts").get("failed"), Some(&1));
+        assert!(s.quarantined(now()).expect("q").is_empty());
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn progress_line(total: usize) -> Progress {
 fn summary(r: &RunReport) -> String {
     let c = &r.counts;
     format!(
-        "{} create, {} update, {} deactivate, {} reactivate, {} adopt, {} unchanged, {} failed -> {}",
+        "{} create, {} update, {} deactivate, {} reactivate, {} adopt, {} unchanged, {} failed; {} group operations -> {}",
         c.create,
         c.update,
         c.deactivate,
@@ -84,6 +84,7 @@ fn summary(r: &RunReport) -> String {
         c.adopt,
         c.unchanged,
         c.failed,
+        c.groups,
         r.outcome.as_str()
     )
 }

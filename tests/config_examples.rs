@@ -12,7 +12,8 @@ fn every_shipped_example_config_parses() {
         "deploy/kubernetes/base/config.toml",
     ];
     for f in files {
-        let text = std::fs::read_to_string(format!("{root}/{f}")).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let text =
+            std::fs::read_to_string(format!("{root}/{f}")).unwrap_or_else(|e| panic!("{f}: {e}"));
         let c = Config::parse(&text).unwrap_or_else(|e| panic!("{f} does not parse: {e}"));
         assert_eq!(c.sync.max_deactivations, 25, "{f}: documented default");
     }

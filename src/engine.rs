@@ -430,19 +430,9 @@ impl Engine {
             tracing::warn!(guard = %msg, "refused by a safety guard");
             report.refusal = Some(msg);
             report.outcome = Outcome::Refused;
-            report.operations = plan
-                .operations
-                .iter()
-                .map(|o| OpReport::new(o, "planned", None))
-                .collect();
-            count_planned(report, &plan);
-            if let Some(g) = &group_plan {
-                self.report_planned_groups(g, report);
-            }
-            return;
         }
-
-        if opts.dry_run {
+        // A refused run and a dry run report the plan and stop here.
+        if report.outcome == Outcome::Refused || opts.dry_run {
             report.operations = plan
                 .operations
                 .iter()

@@ -3,6 +3,8 @@
 //! engine built exactly as the binary builds it.
 #![allow(dead_code)]
 
+pub mod canned;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 

@@ -4,6 +4,13 @@
 
 use std::sync::{Arc, Mutex};
 
+use okta_postman_sync::app::build_engine;
+use okta_postman_sync::config::Config;
+use okta_postman_sync::engine::Engine;
+use okta_postman_sync::metrics::Metrics;
+use okta_postman_sync::retry::RetryPolicy;
+use okta_postman_sync::store::Store;
+
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -79,4 +86,29 @@ async fn respond(State(answer): State<Arc<Mutex<Canned>>>, req: Request) -> Resp
         }
     }
     response
+}
+
+/// An engine whose Okta and Postman are both the canned server; one attempt per request.
+pub fn canned_engine(base: &str, dir: &std::path::Path) -> Engine {
+    std::fs::write(dir.join("t"), "token").expect("token");
+    let text = format!(
+        "[okta]\norg_url = \"{base}\"\napp_id = \"0oa1app\"\napi_token_file = \"{d}/t\"\ntimeout = \"2s\"\n\
+         [postman]\nscim_url = \"{base}/scim/v2\"\napi_key_file = \"{d}/t\"\ntimeout = \"2s\"\n\
+         writes_per_minute = 60000\nreads_per_minute = 60000\n\
+         [sync]\nstate_path = \"{d}/state.db\"\n",
+        d = dir.display()
+    );
+    let config = Arc::new(Config::parse(&text).expect("config"));
+    let policy = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::fast()
+    };
+    build_engine(
+        config,
+        Arc::new(Mutex::new(Store::in_memory().expect("store"))),
+        true,
+        Arc::new(Metrics::new()),
+        policy,
+    )
+    .expect("engine")
 }

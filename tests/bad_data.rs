@@ -138,3 +138,39 @@ async fn absurd_okta_and_scim_values_are_refused_clearly() {
         assert!(e.to_string().contains("Postman"), "{body}: {e}");
     }
 }
+
+#[tokio::test]
+async fn an_html_page_in_answer_to_a_write_is_not_taken_for_success() {
+    let server = CannedServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = canned_engine(&server.base, dir.path());
+    let id = okta_postman_sync::model::ScimUserId::new("u1");
+    for (content_type, body) in [
+        ("text/html", "<html><body>We'll be right back</body></html>"),
+        ("application/json", r#"{"schemas": ["urn:ietf"#),
+        ("application/json", "[1, 2]"),
+    ] {
+        server.set(Canned {
+            content_type: content_type.into(),
+            body: body.as_bytes().to_vec(),
+            ..Canned::default()
+        });
+        let e = engine
+            .scim
+            .set_active(&id, false)
+            .await
+            .expect_err("not a success");
+        assert!(e.to_string().contains("PATCH"), "{e}");
+    }
+    // An empty 204-style answer is a success.
+    server.set(Canned {
+        status: 204,
+        body: Vec::new(),
+        ..Canned::default()
+    });
+    engine
+        .scim
+        .set_active(&id, false)
+        .await
+        .expect("204 is success");
+}

@@ -201,6 +201,26 @@ async fn reconcile(config_path: &Path, opts: &RunOptions, output: OutputFormat) 
         Err(code) => return code,
     };
     crate::telemetry::init(&config.log_level, config.log_format);
+    // Secrets are config too: a missing or empty secret file must not create or touch the
+    // state file first (build_engine reads them again; they are small files).
+    let secrets = [
+        (
+            &config.okta.token,
+            "okta.api_token_file",
+            "the Okta API token",
+        ),
+        (
+            &config.postman.api_key,
+            "postman.api_key_file",
+            "the Postman SCIM API key",
+        ),
+    ];
+    for (source, key, what) in secrets {
+        if let Err(e) = source.load(key, what) {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    }
     let (store, _lock) = match open_store(&config, !opts.dry_run) {
         Ok(v) => v,
         Err(code) => return code,

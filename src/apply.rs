@@ -372,15 +372,28 @@ impl Applier {
                         Err(e) => return self.failed(op, "create", jid, &e).await,
                     }
                 }
-                Err(e) if e.is_ambiguous() && attempts < 3 => {
+                Err(e) if e.is_ambiguous() => {
                     tracing::warn!(error = %e, "create may or may not have happened; looking it up");
                     match self.scim.find_user_by_name(&attrs.user_name).await {
                         Ok(Some(u)) => (
                             u,
                             "the create's outcome was unknown; found the account and adopted it",
                         ),
-                        Ok(None) => continue,
-                        Err(e2) => return self.failed(op, "create", jid, &e2).await,
+                        // Proven not to have happened: safe to send again, a few times.
+                        Ok(None) if attempts < 3 => continue,
+                        Ok(None) => return self.failed(op, "create", jid, &e).await,
+                        // Still unknown: the journal entry stays open (intended), so the next
+                        // run's `recover` looks the user up before anything is planned,
+                        // instead of sending the POST again.
+                        Err(e2) => {
+                            let error = format!(
+                                "{}; looking it up failed too: {}",
+                                describe(&e),
+                                describe(&e2)
+                            );
+                            tracing::warn!(error, "create outcome unknown; left for recovery");
+                            return Ok(OpStatus::Failed { error });
+                        }
                     }
                 }
                 Err(e) => return self.failed(op, "create", jid, &e).await,

@@ -453,7 +453,15 @@ impl Config {
             jitter: parse_duration("sync.jitter", sync.jitter.as_deref(), Duration::ZERO)?,
             full_every,
             stale_after,
-            quarantine_after: sync.quarantine_after.unwrap_or(3).max(1),
+            quarantine_after: match sync.quarantine_after.unwrap_or(3) {
+                0 => {
+                    return Err(ConfigError::invalid(
+                        "sync.quarantine_after",
+                        "must be at least 1 (failures before a user is quarantined)",
+                    ))
+                }
+                n => n,
+            },
             quarantine_for: parse_duration(
                 "sync.quarantine_for",
                 sync.quarantine_for.as_deref(),

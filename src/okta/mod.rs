@@ -40,6 +40,8 @@ use ratelimit::{Decision, Limiter, RateHeaders};
 const USER_AGENT: &str = concat!("okta-postman-sync/", env!("CARGO_PKG_VERSION"));
 /// Largest `limit` of `/apps/{id}/users` (A2, A3).
 const MAX_APP_USERS_LIMIT: u32 = 500;
+/// Bound on the pages of one listing: 10,000 pages of 500 are far beyond any real org.
+const MAX_PAGES: usize = 10_000;
 /// `/apps/{id}/groups` allows 20..=200; `/groups/{id}/users` recommends 200 (A2).
 const GROUPS_LIMIT: &str = "200";
 const GROUP_USERS_LIMIT: &str = "200";
@@ -327,13 +329,34 @@ impl OktaClient {
         F: FnMut(&str, Vec<Value>) -> Result<(), OktaError>,
     {
         let mut url = first;
+        // Every page URL read so far: a `next` link back to any of them (a server bug, or a
+        // proxy rewriting links) would otherwise page forever.
+        let mut seen = std::collections::BTreeSet::new();
         loop {
+            if seen.len() >= MAX_PAGES {
+                return Err(OktaError::BadNextLink {
+                    endpoint: url.path().to_string(),
+                    detail: format!("paging did not end after {MAX_PAGES} pages"),
+                });
+            }
+            seen.insert(url.to_string());
             let fetched = self.get_json(&url).await?;
             let items = expect_array(url.path(), fetched.status, fetched.body)?;
             on_page(url.path(), items)?;
             match fetched.next {
                 None => return Ok(()),
-                Some(next) => url = self.next_url(&url, &next)?,
+                Some(next) => {
+                    let next = self.next_url(&url, &next)?;
+                    if seen.contains(next.as_str()) {
+                        return Err(OktaError::BadNextLink {
+                            endpoint: url.path().to_string(),
+                            detail:
+                                "it points back at a page already read (paging would never end)"
+                                    .to_string(),
+                        });
+                    }
+                    url = next;
+                }
             }
         }
     }

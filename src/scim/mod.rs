@@ -289,26 +289,29 @@ impl ScimClient {
             name: attrs.into(),
             active,
         };
-        self.send(Verb::Put, &["Users", id.as_str()], None, Some(&body))
-            .await
-            .map(drop)
+        let reply = self
+            .send(Verb::Put, &["Users", id.as_str()], None, Some(&body))
+            .await?;
+        check_write_reply(Verb::Put, "/Users", &reply)
     }
 
     /// `PATCH /Users/{id}` replacing `active` (A4.5: no path, the value is an object).
     /// `false` removes the member from the team; `true` brings them back (A9).
     pub async fn set_active(&self, id: &ScimUserId, active: bool) -> Result<(), ScimError> {
         let op = wire::PatchOp::one("replace", None, json!({ "active": active }));
-        self.send(Verb::Patch, &["Users", id.as_str()], None, Some(&op))
-            .await
-            .map(drop)
+        let reply = self
+            .send(Verb::Patch, &["Users", id.as_str()], None, Some(&op))
+            .await?;
+        check_write_reply(Verb::Patch, "/Users", &reply)
     }
 
     /// `PATCH /Users/{id}` replacing `userName` (A4.5; verified domains only: A4.4).
     pub async fn set_user_name(&self, id: &ScimUserId, user_name: &str) -> Result<(), ScimError> {
         let op = wire::PatchOp::one("replace", Some("userName"), json!(user_name));
-        self.send(Verb::Patch, &["Users", id.as_str()], None, Some(&op))
-            .await
-            .map(drop)
+        let reply = self
+            .send(Verb::Patch, &["Users", id.as_str()], None, Some(&op))
+            .await?;
+        check_write_reply(Verb::Patch, "/Users", &reply)
     }
 
     /// `GET /Users/{id}`; `None` when Postman says 404 (not a member: A7).
@@ -692,6 +695,34 @@ fn decode<T: DeserializeOwned>(verb: Verb, path: &str, reply: &Reply) -> Result<
             e.to_string()
         },
     })
+}
+
+/// A PUT/PATCH answer is documented as the updated resource (A4.4, A4.5); an empty (204) or
+/// plain-text answer is tolerated. But an HTML page (a proxy's error page on a 200) or JSON that
+/// is cut off or not an object means we cannot tell that Postman applied the write: an error, so
+/// the snapshot is not changed and the (idempotent) write is repeated later.
+fn check_write_reply(verb: Verb, path: &str, reply: &Reply) -> Result<(), ScimError> {
+    let body = reply.body.trim_ascii_start();
+    match body.first() {
+        None => Ok(()),
+        Some(b'<') => Err(ScimError::Decode {
+            method: verb.as_str(),
+            path: path.to_owned(),
+            message: format!(
+                "expected the updated resource, got an HTML page starting {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(60)])
+            ),
+        }),
+        Some(b'{') | Some(b'[') => match decode::<serde_json::Value>(verb, path, reply)? {
+            serde_json::Value::Object(_) => Ok(()),
+            _ => Err(ScimError::Decode {
+                method: verb.as_str(),
+                path: path.to_owned(),
+                message: "expected the updated resource (a JSON object)".to_owned(),
+            }),
+        },
+        Some(_) => Ok(()),
+    }
 }
 
 /// A SCIM filter string value: `"` and `\` escaped (RFC 7644 §3.4.2.2, JSON string rules).

@@ -3,6 +3,8 @@
 //! engine built exactly as the binary builds it.
 #![allow(dead_code)]
 
+pub mod canned;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +30,8 @@ pub struct World {
     pub extra_sync: String,
     pub extra_postman: String,
     pub extra_okta: String,
+    /// `[postman] timeout` (fault tests shorten it so held responses time out quickly).
+    pub postman_timeout: String,
 }
 
 impl World {
@@ -53,6 +57,7 @@ impl World {
             extra_sync: String::new(),
             extra_postman: String::new(),
             extra_okta: String::new(),
+            postman_timeout: "5s".into(),
         }
     }
 
@@ -74,7 +79,7 @@ scim_url = "{scim}"
 api_key_file = "{dir}/postman-key"
 writes_per_minute = 6000
 reads_per_minute = 6000
-timeout = "5s"
+timeout = "{postman_timeout}"
 {extra_postman}
 
 [sync]
@@ -92,6 +97,7 @@ level = "warn"
             extra_okta = self.extra_okta,
             extra_postman = self.extra_postman,
             extra_sync = self.extra_sync,
+            postman_timeout = self.postman_timeout,
         )
     }
 
@@ -187,5 +193,78 @@ level = "warn"
 
     pub fn reads(&self) -> u64 {
         self.postman.stats().reads
+    }
+
+    /// Asserts that the state database agrees with Postman: every snapshot row names an
+    /// existing account with the same userName, names and active flag, no journal entry is left
+    /// open, and no Postman account is linked twice. Returns the number of snapshot rows.
+    pub fn assert_snapshot_matches_postman(&self) -> usize {
+        let store = Store::open_read_only(&self.state_path())
+            .expect("open state")
+            .expect("state exists");
+        let snapshot = store.snapshot().expect("snapshot");
+        let by_id: std::collections::BTreeMap<String, SimScimUser> = self
+            .postman
+            .users()
+            .into_iter()
+            .map(|u| (u.id.to_string(), u))
+            .collect();
+        let mut linked = std::collections::BTreeSet::new();
+        for m in snapshot.values() {
+            let u = by_id.get(m.scim_id.as_str()).unwrap_or_else(|| {
+                panic!("snapshot row {} names a missing Postman account", m.okta_id)
+            });
+            assert!(
+                linked.insert(m.scim_id.to_string()),
+                "{} linked twice",
+                m.scim_id
+            );
+            assert_eq!(
+                u.user_name.to_lowercase(),
+                m.attrs.user_name.to_lowercase(),
+                "userName of {}",
+                m.okta_id
+            );
+            assert_eq!(
+                u.given_name, m.attrs.given_name,
+                "givenName of {}",
+                m.okta_id
+            );
+            assert_eq!(
+                u.family_name, m.attrs.family_name,
+                "familyName of {}",
+                m.okta_id
+            );
+            assert_eq!(u.active, m.active, "active of {}", m.okta_id);
+        }
+        let open = store
+            .journal_counts()
+            .expect("journal")
+            .get("intended")
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(open, 0, "journal entries left open");
+        snapshot.len()
+    }
+
+    /// Asserts that Postman holds exactly the desired members: each `(userName, given, family)`
+    /// once and active, and nobody else but `others` (unmanaged accounts, compared by name).
+    pub fn assert_postman_is(&self, desired: &[(String, String, String)], others: &[&str]) {
+        let members = self.members_without_duplicates();
+        for (email, given, family) in desired {
+            let m = members
+                .get(&email.to_lowercase())
+                .unwrap_or_else(|| panic!("{email} is missing from Postman"));
+            assert!(m.active, "{email} is not active");
+            assert_eq!((&m.given_name, &m.family_name), (given, family), "{email}");
+        }
+        assert_eq!(
+            members.len(),
+            desired.len() + others.len(),
+            "Postman has members beyond the desired ones"
+        );
+        for o in others {
+            assert!(members.contains_key(*o), "unmanaged {o} is gone");
+        }
     }
 }

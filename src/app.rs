@@ -8,10 +8,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::SharedStore;
 use crate::cli::{Cli, Command, OutputFormat};
-use crate::config::{AuthSchemeSetting, Config, ConfigError};
+use crate::config::{AuthSchemeSetting, Config, ConfigError, OktaAuthConfig};
 use crate::engine::{Engine, RunOptions};
 use crate::metrics::Metrics;
-use crate::okta::{AttributeMapping, OktaAuth, OktaClient, OktaClientConfig};
+use crate::okta::{AttributeMapping, OAuthSettings, OktaAuth, OktaClient, OktaClientConfig};
 use crate::retry::RetryPolicy;
 use crate::scim::{AuthScheme, ScimClient, ScimClientConfig};
 use crate::store::{StateLock, Store};
@@ -30,10 +30,6 @@ pub fn build_engine(
     metrics: Arc<Metrics>,
     retry: RetryPolicy,
 ) -> Result<Engine, anyhow::Error> {
-    let token = config
-        .okta
-        .token
-        .load("okta.api_token_file", "the Okta API token")?;
     let key = config
         .postman
         .api_key
@@ -53,15 +49,7 @@ pub fn build_engine(
         )?,
     };
     let okta = OktaClient::new(
-        OktaClientConfig {
-            org_url: config.okta.org_url.clone(),
-            app_id: config.okta.app_id.clone(),
-            auth: OktaAuth::ApiToken(token),
-            page_limit: config.okta.page_size,
-            max_rate_share: config.okta.max_rate_share,
-            timeout: config.okta.timeout,
-            retry: retry.clone(),
-        },
+        okta_client_config(&config, retry.clone())?,
         Arc::clone(&metrics),
     )?;
     let scim = ScimClient::new(
@@ -87,6 +75,42 @@ pub fn build_engine(
         store,
         metrics,
         writable,
+    })
+}
+
+/// Reads the Okta credential `[okta] auth` names (the API token, or the OAuth service app's
+/// private key) and builds the Okta client's configuration.
+pub fn okta_client_config(
+    config: &Config,
+    retry: RetryPolicy,
+) -> Result<OktaClientConfig, ConfigError> {
+    let auth = match &config.okta.auth {
+        OktaAuthConfig::ApiToken { token } => {
+            OktaAuth::ApiToken(token.load("okta.api_token_file", "the Okta API token")?)
+        }
+        OktaAuthConfig::OAuth {
+            client_id,
+            private_key,
+            key_id,
+            scopes,
+            force_dpop,
+        } => OktaAuth::OAuth(OAuthSettings {
+            client_id: client_id.clone(),
+            private_key_pem: private_key
+                .load("okta.private_key_file", "the Okta OAuth private key")?,
+            key_id: key_id.clone(),
+            scopes: scopes.clone(),
+            force_dpop: *force_dpop,
+        }),
+    };
+    Ok(OktaClientConfig {
+        org_url: config.okta.org_url.clone(),
+        app_id: config.okta.app_id.clone(),
+        auth,
+        page_limit: config.okta.page_size,
+        max_rate_share: config.okta.max_rate_share,
+        timeout: config.okta.timeout,
+        retry,
     })
 }
 

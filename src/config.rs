@@ -940,6 +940,23 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid_and_its_oauth_keys_work_when_uncommented() {
+        let example = include_str!("../config/okta-postman-sync.example.toml");
+        let c = Config::parse(example).expect("the example config is valid");
+        assert!(matches!(c.okta.auth, OktaAuthConfig::ApiToken { .. }));
+        let oauth = example
+            .replace("auth = \"api_token\"", "auth = \"oauth\"")
+            .replace("api_token_file = ", "# api_token_file = ")
+            .replace("# client_id = ", "client_id = ")
+            .replace("# private_key_file = ", "private_key_file = ")
+            .replace("# key_id = ", "key_id = ")
+            .replace("# scopes = ", "scopes = ")
+            .replace("# dpop = ", "dpop = ");
+        let c = Config::parse(&oauth).expect("the example's OAuth keys are valid");
+        assert!(matches!(c.okta.auth, OktaAuthConfig::OAuth { .. }));
+    }
+
+    #[test]
     fn loopback_http_is_allowed_for_tests() {
         let text = MINIMAL
             .replace("https://acme.okta.com", "http://127.0.0.1:8080")

@@ -9,10 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::SharedStore;
 use crate::cli::{Cli, Command, OutputFormat};
-use crate::config::{AuthSchemeSetting, Config, ConfigError};
+use crate::config::{AuthSchemeSetting, Config, ConfigError, OktaAuthConfig};
 use crate::engine::{Engine, RunOptions};
 use crate::metrics::Metrics;
-use crate::okta::{AttributeMapping, OktaAuth, OktaClient, OktaClientConfig};
+use crate::okta::{AttributeMapping, OAuthSettings, OktaAuth, OktaClient, OktaClientConfig};
 use crate::retry::RetryPolicy;
 use crate::scim::{AuthScheme, ScimClient, ScimClientConfig};
 use crate::store::{StateLock, Store};
@@ -31,21 +31,19 @@ pub fn build_engine(
     metrics: Arc<Metrics>,
     retry: RetryPolicy,
 ) -> Result<Engine, anyhow::Error> {
-    let token = config
-        .okta
-        .token
-        .load("okta.api_token_file", "the Okta API token")?;
+    let okta = okta_client_config(&config, retry.clone())?;
     let key = config
         .postman
         .api_key
         .load("postman.api_key_file", "the Postman SCIM API key")?;
-    build_engine_with_secrets(config, token, key, store, writable, metrics, retry)
+    build_engine_with_secrets(config, okta, key, store, writable, metrics, retry)
 }
 
-/// Like [`build_engine`], with the secrets already in hand (the demo).
+/// Like [`build_engine`], with the secrets already in hand (the demo): the Okta client
+/// configuration (which carries its credential) and the Postman SCIM key.
 pub fn build_engine_with_secrets(
     config: Arc<Config>,
-    token: SecretString,
+    okta: OktaClientConfig,
     key: SecretString,
     store: SharedStore,
     writable: bool,
@@ -66,18 +64,7 @@ pub fn build_engine_with_secrets(
             &config.okta.mapping_family_name,
         )?,
     };
-    let okta = OktaClient::new(
-        OktaClientConfig {
-            org_url: config.okta.org_url.clone(),
-            app_id: config.okta.app_id.clone(),
-            auth: OktaAuth::ApiToken(token),
-            page_limit: config.okta.page_size,
-            max_rate_share: config.okta.max_rate_share,
-            timeout: config.okta.timeout,
-            retry: retry.clone(),
-        },
-        Arc::clone(&metrics),
-    )?;
+    let okta = OktaClient::new(okta, Arc::clone(&metrics))?;
     let scim = ScimClient::new(
         ScimClientConfig {
             base_url: config.postman.scim_url.clone(),
@@ -102,6 +89,55 @@ pub fn build_engine_with_secrets(
         metrics,
         writable,
     })
+}
+
+/// Reads the Okta credential `[okta] auth` names (the API token, or the OAuth service app's
+/// private key) and builds the Okta client's configuration.
+pub fn okta_client_config(
+    config: &Config,
+    retry: RetryPolicy,
+) -> Result<OktaClientConfig, ConfigError> {
+    Ok(okta_client_config_with(config, okta_auth(config)?, retry))
+}
+
+/// Reads the Okta credential `[okta] auth` names.
+pub fn okta_auth(config: &Config) -> Result<OktaAuth, ConfigError> {
+    Ok(match &config.okta.auth {
+        OktaAuthConfig::ApiToken { token } => {
+            OktaAuth::ApiToken(token.load("okta.api_token_file", "the Okta API token")?)
+        }
+        OktaAuthConfig::OAuth {
+            client_id,
+            private_key,
+            key_id,
+            scopes,
+            force_dpop,
+        } => OktaAuth::OAuth(OAuthSettings {
+            client_id: client_id.clone(),
+            private_key_pem: private_key
+                .load("okta.private_key_file", "the Okta OAuth private key")?,
+            key_id: key_id.clone(),
+            scopes: scopes.clone(),
+            force_dpop: *force_dpop,
+        }),
+    })
+}
+
+/// The Okta client's configuration from the config file and a credential in hand.
+pub fn okta_client_config_with(
+    config: &Config,
+    auth: OktaAuth,
+    retry: RetryPolicy,
+) -> OktaClientConfig {
+    OktaClientConfig {
+        org_url: config.okta.org_url.clone(),
+        app_id: config.okta.app_id.clone(),
+        auth,
+        page_limit: config.okta.page_size,
+        max_rate_share: config.okta.max_rate_share,
+        timeout: config.okta.timeout,
+        retry,
+    }
 }
 
 /// Cancels the token on SIGINT or SIGTERM.
@@ -203,23 +239,14 @@ async fn reconcile(config_path: &Path, opts: &RunOptions, output: OutputFormat) 
     crate::telemetry::init(&config.log_level, config.log_format);
     // Secrets are config too: a missing or empty secret file must not create or touch the
     // state file first (build_engine reads them again; they are small files).
-    let secrets = [
-        (
-            &config.okta.token,
-            "okta.api_token_file",
-            "the Okta API token",
-        ),
-        (
-            &config.postman.api_key,
-            "postman.api_key_file",
-            "the Postman SCIM API key",
-        ),
-    ];
-    for (source, key, what) in secrets {
-        if let Err(e) = source.load(key, what) {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
-        }
+    if let Err(e) = okta_auth(&config).and_then(|_| {
+        config
+            .postman
+            .api_key
+            .load("postman.api_key_file", "the Postman SCIM API key")
+    }) {
+        eprintln!("error: {e}");
+        return EXIT_CONFIG;
     }
     let (store, _lock) = match open_store(&config, !opts.dry_run) {
         Ok(v) => v,

@@ -1,5 +1,6 @@
 //! `check`: the product document's "Test API credentials" step for both sides, with no writes.
-//! Okta: the token is valid and may read the app, its users and its groups. Postman: the SCIM key
+//! Okta: the token (or the OAuth service app) is valid and may read the app, its users and its
+//! groups; for a service app it names the setup problem. Postman: the SCIM key
 //! is accepted (`/ServiceProviderConfig` and a one-item `/Users`), with the configured auth
 //! scheme; when it is refused, the other scheme is tried so the operator learns which one works.
 
@@ -10,9 +11,9 @@ use serde::Serialize;
 
 use crate::app::{EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
 use crate::cli::OutputFormat;
-use crate::config::{AuthSchemeSetting, Config};
+use crate::config::{AuthSchemeSetting, Config, OktaAuthConfig};
 use crate::metrics::Metrics;
-use crate::okta::{OktaAuth, OktaClient, OktaClientConfig};
+use crate::okta::{OktaClient, OktaError};
 use crate::retry::RetryPolicy;
 use crate::scim::{AuthScheme, ScimClient, ScimClientConfig};
 
@@ -58,31 +59,24 @@ pub async fn check(config: &Config, retry: RetryPolicy) -> CheckReport {
     let mut items = Vec::new();
 
     // Okta.
-    match config
-        .okta
-        .token
-        .load("okta.api_token_file", "the Okta API token")
-    {
+    let (what, may_read) = match &config.okta.auth {
+        OktaAuthConfig::ApiToken { .. } => {
+            ("API token", "token may read the app, its users and groups")
+        }
+        OktaAuthConfig::OAuth { .. } => (
+            "OAuth service app",
+            "service app may read the app, its users and groups",
+        ),
+    };
+    match crate::app::okta_client_config(config, retry.clone()) {
         Err(e) => items.push(CheckItem {
             side: "okta",
-            check: "API token".into(),
+            check: what.into(),
             ok: false,
             detail: e.to_string(),
         }),
-        Ok(token) => {
-            let client = OktaClient::new(
-                OktaClientConfig {
-                    org_url: config.okta.org_url.clone(),
-                    app_id: config.okta.app_id.clone(),
-                    auth: OktaAuth::ApiToken(token),
-                    page_limit: config.okta.page_size,
-                    max_rate_share: config.okta.max_rate_share,
-                    timeout: config.okta.timeout,
-                    retry: retry.clone(),
-                },
-                Arc::clone(&metrics),
-            );
-            let item = match client {
+        Ok(okta_config) => {
+            let item = match OktaClient::new(okta_config, Arc::clone(&metrics)) {
                 Err(e) => CheckItem {
                     side: "okta",
                     check: "client".into(),
@@ -92,18 +86,15 @@ pub async fn check(config: &Config, retry: RetryPolicy) -> CheckReport {
                 Ok(client) => match client.check().await {
                     Ok(label) => CheckItem {
                         side: "okta",
-                        check: "token may read the app, its users and groups".into(),
+                        check: may_read.into(),
                         ok: true,
                         detail: format!("app {} ({label})", config.okta.app_id),
                     },
                     Err(e) => CheckItem {
                         side: "okta",
-                        check: "token may read the app, its users and groups".into(),
+                        check: may_read.into(),
                         ok: false,
-                        detail: match e.hint() {
-                            Some(h) => format!("{e}. {h}"),
-                            None => e.to_string(),
-                        },
+                        detail: okta_failure(&e),
                     },
                 },
             };
@@ -175,6 +166,20 @@ pub async fn check(config: &Config, retry: RetryPolicy) -> CheckReport {
     CheckReport {
         ok: items.iter().all(|i| i.ok),
         items,
+    }
+}
+
+/// What `check` says about an Okta failure: with an OAuth service app, which setup problem it
+/// is (unknown client, key not registered, scope not granted, missing admin role) first.
+fn okta_failure(e: &OktaError) -> String {
+    match (e.oauth_problem(), e) {
+        // The token endpoint's refusal already carries the advice.
+        (Some(problem), OktaError::TokenRefused { .. }) => format!("{}: {e}", problem.label()),
+        (Some(problem), _) => format!("{}: {}. {e}", problem.label(), problem.advice()),
+        (None, _) => match e.hint() {
+            Some(h) => format!("{e}. {h}"),
+            None => e.to_string(),
+        },
     }
 }
 

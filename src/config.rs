@@ -21,6 +21,9 @@ pub const POSTMAN_KEY_ENV: &str = "POSTMAN_SCIM_API_KEY";
 /// Names of the systemd credentials (`LoadCredential=`) read from `$CREDENTIALS_DIRECTORY`.
 pub const OKTA_TOKEN_CREDENTIAL: &str = "okta-api-token";
 pub const POSTMAN_KEY_CREDENTIAL: &str = "postman-scim-api-key";
+/// The OAuth service app's private key (PEM), when `okta.private_key_file` is not set.
+pub const OKTA_PRIVATE_KEY_ENV: &str = "OKTA_OAUTH_PRIVATE_KEY";
+pub const OKTA_PRIVATE_KEY_CREDENTIAL: &str = "okta-oauth-private-key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -75,7 +78,13 @@ struct RawConfig {
 struct RawOkta {
     org_url: Option<String>,
     app_id: Option<String>,
+    auth: Option<String>,
     api_token_file: Option<PathBuf>,
+    client_id: Option<String>,
+    private_key_file: Option<PathBuf>,
+    key_id: Option<String>,
+    scopes: Option<Vec<String>>,
+    dpop: Option<bool>,
     max_rate_share: Option<f64>,
     page_size: Option<u32>,
     timeout: Option<String>,
@@ -209,11 +218,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the daemon authenticates to Okta (`[okta] auth`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OktaAuthConfig {
+    /// `auth = "api_token"` (the default): an SSWS token (okta-api.md A4.1).
+    ApiToken { token: SecretSource },
+    /// `auth = "oauth"`: an OAuth 2.0 service app with `private_key_jwt` (A4.2, A4.3).
+    OAuth {
+        client_id: String,
+        private_key: SecretSource,
+        key_id: Option<String>,
+        scopes: Vec<String>,
+        /// `dpop = true`: send DPoP proofs from the start instead of when Okta asks.
+        force_dpop: bool,
+    },
+}
+
 #[derive(Clone, Debug)]
 pub struct OktaConfig {
     pub org_url: Url,
     pub app_id: String,
-    pub token: SecretSource,
+    pub auth: OktaAuthConfig,
     pub max_rate_share: f64,
     pub page_size: u32,
     pub timeout: Duration,
@@ -299,6 +324,7 @@ impl Config {
                 "the [okta] section is missing (org_url and app_id are required)",
             )
         })?;
+        let auth = okta_auth(&okta)?;
         let org_url = parse_url(
             "okta.org_url",
             okta.org_url.as_deref().ok_or_else(|| {
@@ -342,12 +368,7 @@ impl Config {
         let okta_cfg = OktaConfig {
             org_url,
             app_id,
-            token: okta.api_token_file.map(SecretSource::File).unwrap_or(
-                SecretSource::EnvOrCredential {
-                    env: OKTA_TOKEN_ENV,
-                    credential: OKTA_TOKEN_CREDENTIAL,
-                },
-            ),
+            auth,
             max_rate_share,
             page_size,
             timeout: parse_duration(
@@ -517,6 +538,121 @@ impl Config {
             log_level,
             log_format,
         })
+    }
+}
+
+/// `[okta] auth` and the keys that go with it. Keys of the other method are errors, so a
+/// half-migrated config does not silently use the wrong credential.
+fn okta_auth(okta: &RawOkta) -> Result<OktaAuthConfig, ConfigError> {
+    match okta.auth.as_deref().unwrap_or("api_token") {
+        "api_token" => {
+            let oauth_keys = [
+                ("okta.client_id", okta.client_id.is_some()),
+                ("okta.private_key_file", okta.private_key_file.is_some()),
+                ("okta.key_id", okta.key_id.is_some()),
+                ("okta.scopes", okta.scopes.is_some()),
+                ("okta.dpop", okta.dpop.is_some()),
+            ];
+            if let Some((key, _)) = oauth_keys.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::invalid(
+                    key,
+                    "is only used with auth = \"oauth\": set [okta] auth = \"oauth\" or remove it",
+                ));
+            }
+            Ok(OktaAuthConfig::ApiToken {
+                token: okta.api_token_file.clone().map(SecretSource::File).unwrap_or(
+                    SecretSource::EnvOrCredential {
+                        env: OKTA_TOKEN_ENV,
+                        credential: OKTA_TOKEN_CREDENTIAL,
+                    },
+                ),
+            })
+        }
+        "oauth" => {
+            if okta.api_token_file.is_some() {
+                return Err(ConfigError::invalid(
+                    "okta.api_token_file",
+                    "is not used with auth = \"oauth\": remove it (the service app's private key is in okta.private_key_file)",
+                ));
+            }
+            let client_id = okta
+                .client_id
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        "okta.client_id",
+                        "is required with auth = \"oauth\": the Client ID of the API Services app (the 0oa... id on its General tab)",
+                    )
+                })?;
+            if !client_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(ConfigError::invalid(
+                    "okta.client_id",
+                    format!("{client_id:?} is not an Okta client id (letters and digits, like 0oa1b2c3d4)"),
+                ));
+            }
+            let key_id = match okta.key_id.as_deref().map(str::trim) {
+                Some("") => {
+                    return Err(ConfigError::invalid(
+                        "okta.key_id",
+                        "is empty: set it to the KID Okta shows for the public key, or remove it",
+                    ))
+                }
+                Some(k) if k.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                    return Err(ConfigError::invalid(
+                        "okta.key_id",
+                        format!("{k:?} contains spaces: copy the KID exactly as Okta shows it"),
+                    ))
+                }
+                other => other.map(str::to_string),
+            };
+            let scopes = match &okta.scopes {
+                None => crate::okta::DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+                Some(list) => {
+                    if list.is_empty() {
+                        return Err(ConfigError::invalid(
+                            "okta.scopes",
+                            "must list at least one scope, e.g. [\"okta.apps.read\", \"okta.users.read\", \"okta.groups.read\"]",
+                        ));
+                    }
+                    let mut scopes: Vec<String> = Vec::new();
+                    for scope in list {
+                        let scope = scope.trim();
+                        let ok = scope.starts_with("okta.")
+                            && scope
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
+                        if !ok {
+                            return Err(ConfigError::invalid(
+                                "okta.scopes",
+                                format!("{scope:?} is not an Okta scope (like \"okta.users.read\"; one scope per list item)"),
+                            ));
+                        }
+                        if !scopes.iter().any(|s| s == scope) {
+                            scopes.push(scope.to_string());
+                        }
+                    }
+                    scopes
+                }
+            };
+            Ok(OktaAuthConfig::OAuth {
+                client_id: client_id.to_string(),
+                private_key: okta.private_key_file.clone().map(SecretSource::File).unwrap_or(
+                    SecretSource::EnvOrCredential {
+                        env: OKTA_PRIVATE_KEY_ENV,
+                        credential: OKTA_PRIVATE_KEY_CREDENTIAL,
+                    },
+                ),
+                key_id,
+                scopes,
+                force_dpop: okta.dpop.unwrap_or(false),
+            })
+        }
+        other => Err(ConfigError::invalid(
+            "okta.auth",
+            format!("{other:?} is not supported: use \"api_token\" (an SSWS token) or \"oauth\" (an API Services app)"),
+        )),
     }
 }
 
@@ -698,6 +834,134 @@ mod tests {
         assert!(e.contains("okta.app_id"), "{e}");
         let e = err("[okta]\norg_url = \"https://a.okta.com\"\napp_id = \"0oa1\"\n[okta.mapping]\nuser_name = [\"profile.x\"]\n[postman]\n");
         assert!(e.contains("okta.mapping.user_name"), "{e}");
+    }
+
+    const OAUTH: &str = r#"
+        [okta]
+        org_url = "https://acme.okta.com"
+        app_id = "0oa1abc"
+        auth = "oauth"
+        client_id = "0oaclient1"
+        private_key_file = "/etc/okta-postman-sync/okta-oauth-key.pem"
+        [postman]
+    "#;
+
+    #[test]
+    fn api_token_is_the_default_auth_and_oauth_keys_are_rejected_with_it() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert!(matches!(c.okta.auth, OktaAuthConfig::ApiToken { .. }));
+        for (line, key) in [
+            ("client_id = \"0oa1\"", "okta.client_id"),
+            ("private_key_file = \"/k.pem\"", "okta.private_key_file"),
+            ("key_id = \"k1\"", "okta.key_id"),
+            ("scopes = [\"okta.apps.read\"]", "okta.scopes"),
+            ("dpop = true", "okta.dpop"),
+        ] {
+            let e = err(&MINIMAL.replace("[postman]", &format!("{line}\n[postman]")));
+            assert!(e.contains(key) && e.contains("oauth"), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn oauth_config_gets_default_scopes_and_needs_no_token() {
+        let c = Config::parse(OAUTH).expect("valid");
+        let OktaAuthConfig::OAuth {
+            client_id,
+            private_key,
+            key_id,
+            scopes,
+            force_dpop,
+        } = c.okta.auth
+        else {
+            panic!("expected OAuth")
+        };
+        assert_eq!(client_id, "0oaclient1");
+        assert_eq!(
+            private_key,
+            SecretSource::File("/etc/okta-postman-sync/okta-oauth-key.pem".into())
+        );
+        assert_eq!(key_id, None);
+        assert_eq!(
+            scopes,
+            ["okta.apps.read", "okta.users.read", "okta.groups.read"]
+        );
+        assert!(!force_dpop);
+        let c = Config::parse(&OAUTH.replace(
+            "[postman]",
+            "key_id = \"kid-1\"\nscopes = [\"okta.apps.read\", \"okta.groups.read\", \"okta.logs.read\"]\ndpop = true\n[postman]",
+        ))
+        .expect("valid");
+        let OktaAuthConfig::OAuth {
+            key_id,
+            scopes,
+            force_dpop,
+            ..
+        } = c.okta.auth
+        else {
+            panic!("expected OAuth")
+        };
+        assert_eq!(key_id.as_deref(), Some("kid-1"));
+        assert_eq!(scopes.len(), 3);
+        assert!(force_dpop);
+    }
+
+    #[test]
+    fn bad_oauth_values_name_their_key() {
+        let cases = [
+            (
+                OAUTH.replace("auth = \"oauth\"", "auth = \"saml\""),
+                "okta.auth",
+            ),
+            (
+                OAUTH.replace("client_id = \"0oaclient1\"", ""),
+                "okta.client_id",
+            ),
+            (OAUTH.replace("0oaclient1", "0oa client"), "okta.client_id"),
+            (
+                OAUTH.replace("[postman]", "api_token_file = \"/t\"\n[postman]"),
+                "okta.api_token_file",
+            ),
+            (
+                OAUTH.replace("[postman]", "scopes = []\n[postman]"),
+                "okta.scopes",
+            ),
+            (
+                OAUTH.replace(
+                    "[postman]",
+                    "scopes = [\"okta.apps.read okta.users.read\"]\n[postman]",
+                ),
+                "okta.scopes",
+            ),
+            (
+                OAUTH.replace("[postman]", "key_id = \"\"\n[postman]"),
+                "okta.key_id",
+            ),
+            (
+                OAUTH.replace("[postman]", "dpop = \"yes\"\n[postman]"),
+                "dpop",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = err(&text);
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_its_oauth_keys_work_when_uncommented() {
+        let example = include_str!("../config/okta-postman-sync.example.toml");
+        let c = Config::parse(example).expect("the example config is valid");
+        assert!(matches!(c.okta.auth, OktaAuthConfig::ApiToken { .. }));
+        let oauth = example
+            .replace("auth = \"api_token\"", "auth = \"oauth\"")
+            .replace("api_token_file = ", "# api_token_file = ")
+            .replace("# client_id = ", "client_id = ")
+            .replace("# private_key_file = ", "private_key_file = ")
+            .replace("# key_id = ", "key_id = ")
+            .replace("# scopes = ", "scopes = ")
+            .replace("# dpop = ", "dpop = ");
+        let c = Config::parse(&oauth).expect("the example's OAuth keys are valid");
+        assert!(matches!(c.okta.auth, OktaAuthConfig::OAuth { .. }));
     }
 
     #[test]

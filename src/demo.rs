@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{build_engine_with_secrets, EXIT_FAILED, EXIT_OK};
+use crate::app::{build_engine_with_secrets, okta_client_config_with, EXIT_FAILED, EXIT_OK};
 use crate::apply::OpStatus;
 use crate::config::{Config, LogFormat};
 use crate::engine::{Engine, Outcome, Progress, RunOptions, RunReport};
 use crate::metrics::Metrics;
+use crate::okta::OktaAuth;
 use crate::output::{render_run, table};
 use crate::plan::Operation;
 use crate::retry::RetryPolicy;
@@ -198,9 +199,14 @@ max_deactivations = 25
     );
     let config = Arc::new(Config::parse(&config_text)?);
     let store = Arc::new(Mutex::new(Store::in_memory()?));
+    let okta_config = okta_client_config_with(
+        &config,
+        OktaAuth::ApiToken(SecretString::from(OKTA_TOKEN)),
+        RetryPolicy::default(),
+    );
     let engine: Engine = build_engine_with_secrets(
         config,
-        SecretString::from(OKTA_TOKEN),
+        okta_config,
         SecretString::from(POSTMAN_KEY),
         store,
         true,

@@ -4,11 +4,13 @@
 //! conversion of Okta JSON into `model` types.
 //!
 //! It only reads: it must not write to Okta, decide what happens in Postman, or log errors it
-//! returns (the caller handles and logs them once). The API token never appears in `Debug`
-//! output, logs or errors, and is never sent to any origin other than `org_url`.
+//! returns (the caller handles and logs them once). No credential (API token, OAuth private key,
+//! access token) ever appears in `Debug` output, logs or errors, and none is sent to any origin
+//! other than `org_url`. OAuth service apps (okta-api.md A4.2, A4.3) live in `oauth.rs`.
 
 mod error;
 mod mapping;
+mod oauth;
 mod ratelimit;
 mod wire;
 
@@ -18,6 +20,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,8 +31,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::{Host, Url};
 
-pub use error::{ApiErrorDetails, OktaError};
+pub use error::{ApiErrorDetails, OAuthProblem, OktaError};
 pub use mapping::{entitlement, AttributeMapping, MappingError, Source};
+pub use oauth::{OAuthSettings, DEFAULT_SCOPES};
 
 use crate::metrics::Metrics;
 use crate::model::{OktaGroupId, OktaRead, OktaUserId};
@@ -51,6 +55,9 @@ const GROUP_USERS_LIMIT: &str = "200";
 pub enum OktaAuth {
     /// An SSWS API token (okta-api.md A4.1), sent as `Authorization: SSWS <token>`.
     ApiToken(SecretString),
+    /// An OAuth 2.0 service app (A4.2): client credentials with a `private_key_jwt` assertion,
+    /// `Authorization: Bearer <token>`, or `DPoP <token>` with a proof per request (A4.3).
+    OAuth(OAuthSettings),
 }
 
 /// Everything the client needs; `config` builds it from the daemon's configuration.
@@ -131,11 +138,12 @@ struct Inner {
     metrics: Arc<Metrics>,
 }
 
-/// Produces the `Authorization` header. An enum so that OAuth (a cached, refreshed bearer
-/// token) can be added beside the static SSWS header without changing the request path.
+/// Produces the `Authorization` header (and a DPoP proof): a static SSWS value, or OAuth's
+/// cached, refreshed access token.
 enum Authorizer {
     /// Precomputed, marked sensitive so `http` never prints it.
     Static(HeaderValue),
+    OAuth(Box<oauth::TokenSource>),
 }
 
 impl fmt::Debug for OktaClient {
@@ -169,6 +177,9 @@ impl OktaClient {
                         })?;
                 value.set_sensitive(true);
                 Authorizer::Static(value)
+            }
+            OktaAuth::OAuth(settings) => {
+                Authorizer::OAuth(Box::new(oauth::TokenSource::new(&cfg.org_url, settings)?))
             }
         };
         let mut headers = HeaderMap::new();
@@ -384,27 +395,52 @@ impl OktaClient {
         Ok(next)
     }
 
-    /// One GET with courtesy pacing and retries.
+    /// One GET with courtesy pacing and retries. With OAuth, a 401 (the token expired early or
+    /// was revoked) refreshes the token once and tries again (okta-api.md C "Auth").
     async fn get_json(&self, url: &Url) -> Result<Fetched, OktaError> {
         let bucket = ratelimit::bucket_key(url.path());
         let inner = &self.inner;
-        retry(&inner.retry, &inner.metrics, "okta", || {
-            self.attempt(url, &bucket)
+        let used = AtomicU64::new(0);
+        let first = retry(&inner.retry, &inner.metrics, "okta", || {
+            self.attempt(url, &bucket, &used)
         })
-        .await
+        .await;
+        match (&inner.auth, first) {
+            (Authorizer::OAuth(source), Err(e)) if e.status() == Some(401) => {
+                tracing::debug!("Okta refused the access token: fetching a new one");
+                source.invalidate(used.load(Ordering::Relaxed)).await;
+                retry(&inner.retry, &inner.metrics, "okta", || {
+                    self.attempt(url, &bucket, &used)
+                })
+                .await
+            }
+            (_, result) => result,
+        }
     }
 
-    async fn attempt(&self, url: &Url, bucket: &str) -> Result<Fetched, Attempt<OktaError>> {
+    async fn attempt(
+        &self,
+        url: &Url,
+        bucket: &str,
+        used: &AtomicU64,
+    ) -> Result<Fetched, Attempt<OktaError>> {
         let inner = &self.inner;
         let endpoint = url.path();
         self.courtesy_pause(bucket).await;
-        let Authorizer::Static(auth) = &inner.auth;
-        let sent = inner
-            .http
-            .get(url.clone())
-            .header(AUTHORIZATION, auth.clone())
-            .send()
-            .await;
+        let request = inner.http.get(url.clone());
+        let request = match &inner.auth {
+            Authorizer::Static(auth) => request.header(AUTHORIZATION, auth.clone()),
+            Authorizer::OAuth(source) => {
+                // The token fetch has its own retries; a failure here is final.
+                let cred = source
+                    .credential(&inner.http, &inner.retry, &inner.metrics, "GET", url)
+                    .await
+                    .map_err(Attempt::Permanent)?;
+                used.store(cred.generation, Ordering::Relaxed);
+                oauth::authorize(request, &cred)
+            }
+        };
+        let sent = request.send().await;
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -442,7 +478,10 @@ impl OktaClient {
                 next: next_link(&headers),
             });
         }
-        let err = api_error(status, endpoint, &headers, &body);
+        let mut err = api_error(status, endpoint, &headers, &body);
+        if let (OktaError::Api { details, .. }, Authorizer::OAuth(_)) = (&mut err, &inner.auth) {
+            details.via_oauth = true;
+        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             // Wait until the window resets (Reset - Date + 1 s, capped; A5 and C).
             if let Some(wait) = until_reset {
@@ -544,6 +583,13 @@ fn validate(cfg: &OktaClientConfig) -> Result<(), OktaError> {
             Err(config_error("the API token is empty"))
         }
         OktaAuth::ApiToken(_) => Ok(()),
+        OktaAuth::OAuth(s) if s.client_id.trim().is_empty() => {
+            Err(config_error("the OAuth client_id is empty"))
+        }
+        OktaAuth::OAuth(s) if s.scopes.is_empty() => {
+            Err(config_error("the OAuth scopes are empty"))
+        }
+        OktaAuth::OAuth(_) => Ok(()),
     }
 }
 
@@ -705,19 +751,31 @@ fn api_error(status: StatusCode, endpoint: &str, headers: &HeaderMap, body: &[u8
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .find_map(www_authenticate_error),
+            www_authenticate_scope: headers
+                .get_all("www-authenticate")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|v| auth_param(v, "scope")),
+            via_oauth: false,
         }),
     }
 }
 
 /// The `error` auth-param of a `WWW-Authenticate` value (`Bearer ..., error="insufficient_scope"`).
 fn www_authenticate_error(value: &str) -> Option<String> {
+    auth_param(value, "error")
+}
+
+/// One auth-param (`name="value"` or `name=token`) of a `WWW-Authenticate` value.
+fn auth_param(value: &str, name: &str) -> Option<String> {
+    let key = format!("{name}=");
     let mut rest = value;
-    while let Some(pos) = rest.find("error=") {
+    while let Some(pos) = rest.find(&key) {
         let at_boundary = rest[..pos]
             .chars()
             .next_back()
             .is_none_or(|c| c == ' ' || c == ',');
-        let after = &rest[pos + "error=".len()..];
+        let after = &rest[pos + key.len()..];
         if at_boundary {
             let v = match after.strip_prefix('"') {
                 Some(quoted) => quoted.split('"').next().unwrap_or(""),

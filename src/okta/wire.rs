@@ -98,3 +98,24 @@ pub(super) struct ErrorBody {
     #[serde(default, rename = "errorId")]
     pub error_id: Option<String>,
 }
+
+/// The token endpoint's answer (okta-api.md A4.2): `{"token_type":"Bearer","expires_in":3600,
+/// "access_token":"…","scope":"…"}`, or `"token_type":"DPoP"` for DPoP-bound tokens (A4.3).
+#[derive(Default, Deserialize)]
+pub(super) struct TokenResponse {
+    #[serde(default)]
+    pub token_type: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    #[serde(default)]
+    pub access_token: Option<String>,
+}
+
+/// An OAuth error answer (RFC 6749 5.2): `{"error":"invalid_client","error_description":"…"}`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct OAuthErrorBody {
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub error_description: Option<String>,
+}

@@ -8,6 +8,7 @@
 
 pub mod faults;
 pub mod okta;
+pub mod okta_oauth;
 pub mod postman;
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +20,7 @@ use tokio::sync::oneshot;
 
 pub use faults::{Disruption, Fault, FaultConfig, Malformed, Rejection};
 pub use okta::{FakeOkta, OktaSimConfig, OktaStats, PopulateSummary, UserSpec};
+pub use okta_oauth::{OAuthSim, OAuthStats, SimServiceApp, TestKeyPair};
 pub use postman::{
     AuthScheme, FakePostman, PostmanSimConfig, PostmanStats, SimScimGroup, SimScimUser,
 };

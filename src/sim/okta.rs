@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::faults::{self, Fault, FaultConfig, FaultInjector, Rejection};
+use super::okta_oauth::{self, OAuthSim};
 use super::{lock, now_timestamp, parse_query, RequestCounters, Server, SimError};
 use crate::model::{OktaGroupId, OktaUserId};
 
@@ -249,6 +250,8 @@ struct Shared {
     config: OktaSimConfig,
     base_url: String,
     inner: Mutex<Inner>,
+    /// OAuth service apps, tokens and DPoP (okta_oauth.rs).
+    oauth: Arc<OAuthSim>,
 }
 
 /// A running fake Okta org. Dropping it stops the server.
@@ -285,6 +288,7 @@ impl FakeOkta {
                 config,
                 base_url,
                 inner: Mutex::new(inner),
+                oauth: Arc::default(),
             });
             shared_slot = Some(Arc::clone(&shared));
             router(shared)
@@ -301,6 +305,11 @@ impl FakeOkta {
 
     pub fn app_id(&self) -> String {
         self.shared.config.app_id.clone()
+    }
+
+    /// The OAuth authorization server: service apps, token lifetime, DPoP nonces.
+    pub fn oauth(&self) -> &OAuthSim {
+        &self.shared.oauth
     }
 
     /// Stops the server (also done on drop).
@@ -827,6 +836,7 @@ impl OktaState {
 // HTTP side
 
 fn router(shared: Arc<Shared>) -> Router {
+    let token_endpoint = okta_oauth::router(Arc::clone(&shared.oauth), &shared.base_url);
     Router::new()
         .route("/api/v1/apps/{app_id}", get(get_app))
         .route("/api/v1/apps/{app_id}/users", get(list_app_users))
@@ -840,6 +850,7 @@ fn router(shared: Arc<Shared>) -> Router {
             okta_middleware,
         ))
         .with_state(shared)
+        .merge(token_endpoint)
 }
 
 /// Okta's error body (okta-api.md A6).
@@ -899,12 +910,28 @@ async fn okta_middleware(State(shared): State<Arc<Shared>>, req: Request, next: 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("SSWS "))
         .map(str::to_string);
+    // OAuth access tokens are judged by okta_oauth.rs; SSWS tokens below.
+    let oauth_ok = match shared
+        .oauth
+        .authorize(req.method(), req.uri().path(), req.headers())
+    {
+        Some(Err(refused)) => {
+            let mut inner = lock(&shared.inner);
+            inner
+                .stats
+                .requests
+                .record_status(refused.status().as_u16());
+            return refused;
+        }
+        Some(Ok(())) => true,
+        None => false,
+    };
     let config = &shared.config;
     let denied = config
         .no_permission_token
         .as_ref()
         .is_some_and(|t| presented.as_deref() == Some(t.expose_secret()));
-    let authed = presented.as_deref() == Some(config.token.expose_secret());
+    let authed = oauth_ok || presented.as_deref() == Some(config.token.expose_secret());
 
     // Decide everything that needs the lock in one go, then await without it.
     enum Plan {

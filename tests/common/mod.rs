@@ -32,6 +32,8 @@ pub struct World {
     pub extra_okta: String,
     /// `[postman] timeout` (fault tests shorten it so held responses time out quickly).
     pub postman_timeout: String,
+    /// `[okta]` auth lines used instead of `api_token_file` (see [`World::use_oauth`]).
+    pub okta_auth: Option<String>,
 }
 
 impl World {
@@ -58,7 +60,20 @@ impl World {
             extra_postman: String::new(),
             extra_okta: String::new(),
             postman_timeout: "5s".into(),
+            okta_auth: None,
         }
+    }
+
+    /// Authenticates to Okta as an OAuth service app: writes `private_pem` as the
+    /// `private_key_file` and adds `lines` (client_id, key_id, scopes, dpop) to `[okta]`.
+    /// Register the app in the fake with `self.okta.oauth().register_app(..)`.
+    pub fn use_oauth(&mut self, private_pem: &str, lines: &str) {
+        let path = self.dir.path().join("okta-oauth-key.pem");
+        std::fs::write(&path, private_pem).expect("write private key");
+        self.okta_auth = Some(format!(
+            "auth = \"oauth\"\nprivate_key_file = \"{}\"\n{lines}",
+            path.display()
+        ));
     }
 
     pub fn state_path(&self) -> PathBuf {
@@ -71,7 +86,7 @@ impl World {
 [okta]
 org_url = "{okta}"
 app_id = "{app}"
-api_token_file = "{dir}/okta-token"
+{okta_auth}
 {extra_okta}
 
 [postman]
@@ -94,6 +109,10 @@ level = "warn"
             dir = self.dir.path().display(),
             scim = self.postman.scim_url(),
             state = self.state_path().display(),
+            okta_auth = self.okta_auth.clone().unwrap_or_else(|| format!(
+                "api_token_file = \"{}/okta-token\"",
+                self.dir.path().display()
+            )),
             extra_okta = self.extra_okta,
             extra_postman = self.extra_postman,
             extra_sync = self.extra_sync,

@@ -456,11 +456,12 @@ impl Applier {
     }
 }
 
-/// An operator-facing description of a SCIM failure: the error and, when known, what to do.
+/// An operator-facing description of a SCIM failure: the error and, when known, what to do
+/// (the client's errors already end with the hint for the statuses it knows).
 pub fn describe(e: &ScimError) -> String {
     match e.hint() {
-        Some(h) => format!("{e}. {h}"),
-        None => e.to_string(),
+        Some(h) if !e.to_string().contains(h) => format!("{e}. {h}"),
+        _ => e.to_string(),
     }
 }
 

@@ -335,3 +335,29 @@ async fn every_log_line_of_a_run_carries_its_run_id() {
         "one summary line per run"
     );
 }
+
+#[tokio::test]
+async fn check_explains_a_key_whose_creator_left_the_team() {
+    let w = World::with(
+        OktaSimConfig::default(),
+        PostmanSimConfig {
+            orphaned_key: true,
+            ..PostmanSimConfig::default()
+        },
+    )
+    .await;
+    let mut cmd = bin();
+    cmd.arg("--config").arg(w.config_path()).arg("check");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    let all = text(&out);
+    assert!(
+        all.contains("no longer on the team") && all.contains("Super Admin"),
+        "{all}"
+    );
+    assert_eq!(
+        all.matches("no longer on the team").count(),
+        1,
+        "the advice is given once: {all}"
+    );
+}

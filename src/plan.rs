@@ -179,9 +179,11 @@ impl Plan {
 }
 
 /// The current state of one Postman account as the planner believes it.
-struct Current {
-    scim_id: ScimUserId,
-    attrs: UserAttrs,
+/// Borrowed from the snapshot or the Postman listing: at 100k users a copy of every account
+/// was the planner's largest allocation (issue 6).
+struct Current<'a> {
+    scim_id: &'a ScimUserId,
+    attrs: &'a UserAttrs,
     active: bool,
 }
 
@@ -218,8 +220,8 @@ pub fn plan(
                         current.insert(
                             &m.okta_id,
                             Current {
-                                scim_id: u.id.clone(),
-                                attrs: u.attrs.clone(),
+                                scim_id: &u.id,
+                                attrs: &u.attrs,
                                 active: u.active,
                             },
                         );
@@ -242,8 +244,8 @@ pub fn plan(
                 current.insert(
                     &m.okta_id,
                     Current {
-                        scim_id: m.scim_id.clone(),
-                        attrs: m.attrs.clone(),
+                        scim_id: &m.scim_id,
+                        attrs: &m.attrs,
                         active: m.active,
                     },
                 );
@@ -255,7 +257,7 @@ pub fn plan(
     let mut adopted: BTreeSet<ScimUserId> = BTreeSet::new();
     for d in desired.users.values() {
         let cur = match current.get(&d.okta_id) {
-            Some(c) => Some((c.scim_id.clone(), c.attrs.clone(), c.active)),
+            Some(c) => Some((c.scim_id, c.attrs, c.active)),
             None => match by_name.get(&user_name_key(&d.attrs.user_name)) {
                 Some(u) if !adopted.contains(&u.id) => {
                     adopted.insert(u.id.clone());
@@ -272,7 +274,7 @@ pub fn plan(
                             u.attrs.user_name
                         ),
                     });
-                    Some((u.id.clone(), u.attrs.clone(), u.active))
+                    Some((&u.id, &u.attrs, u.active))
                 }
                 _ => None,
             },
@@ -291,7 +293,7 @@ pub fn plan(
                     });
                 }
             }
-            Some((scim_id, attrs, active)) => user_ops(d, scim_id, &attrs, active, &mut ops),
+            Some((scim_id, attrs, active)) => user_ops(d, scim_id, attrs, active, &mut ops),
         }
         if ops.len() == before && current.contains_key(&d.okta_id) {
             out.unchanged += 1;
@@ -374,7 +376,7 @@ pub fn plan(
 /// The operations that take one existing account to the desired state.
 fn user_ops(
     d: &DesiredUser,
-    scim_id: ScimUserId,
+    scim_id: &ScimUserId,
     attrs: &UserAttrs,
     active: bool,
     ops: &mut Vec<Operation>,
@@ -397,7 +399,7 @@ fn user_ops(
         if *attrs != d.attrs {
             ops.push(op(
                 Action::Update {
-                    scim_id,
+                    scim_id: scim_id.clone(),
                     from: attrs.clone(),
                     to: d.attrs.clone(),
                 },
@@ -406,7 +408,9 @@ fn user_ops(
         }
     } else if active {
         ops.push(op(
-            Action::Deactivate { scim_id },
+            Action::Deactivate {
+                scim_id: scim_id.clone(),
+            },
             format!("not entitled in Okta: {}", d.reason),
         ));
     }

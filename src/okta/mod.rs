@@ -158,7 +158,10 @@ impl fmt::Debug for OktaClient {
 /// One decoded answer.
 struct Fetched {
     status: StatusCode,
-    body: Value,
+    headers: HeaderMap,
+    /// The raw body of a successful answer, decoded by the caller: app-user pages go straight
+    /// into typed records ([`OktaClient::read_app_users`]), everything else through [`Value`].
+    body: Vec<u8>,
     /// The raw `rel="next"` target, if any.
     next: Option<String>,
 }
@@ -226,8 +229,26 @@ impl OktaClient {
             &[("limit", &limit), ("expand", "user")],
         );
         let result = self
-            .for_each_page(first, |endpoint, items| {
-                items
+            .for_each_raw_page(first, |endpoint, fetched| {
+                // Fast path: the whole page straight into typed records, skipping the fields
+                // we do not read without building a JSON tree (issue 6: a 100k-user read spent
+                // most of its CPU allocating and freeing `Value`s). Any page that does not fit
+                // the typed shape, or has an item without an id, goes the general way below,
+                // which reports exactly what is wrong with which item.
+                if let Ok(items) = serde_json::from_slice::<Vec<wire::AppUserItem>>(&fetched.body) {
+                    if items
+                        .iter()
+                        .all(|i| i.id.as_deref().is_some_and(|id| !id.is_empty()))
+                    {
+                        for item in items {
+                            let (id, app) = item.split();
+                            absorb_typed_app_user(OktaUserId(id), &app, mapping, &mut read);
+                        }
+                        return Ok(());
+                    }
+                }
+                let body = decode_json(endpoint, fetched.status, &fetched.headers, &fetched.body)?;
+                expect_array(endpoint, fetched.status, body)?
                     .into_iter()
                     .try_for_each(|item| absorb_app_user(endpoint, item, mapping, &mut read))
             })
@@ -298,8 +319,8 @@ impl OktaClient {
     /// groups (no paging). Returns the app's label.
     pub async fn check(&self) -> Result<String, OktaError> {
         let app_url = self.url(&["apps", &self.inner.app_id], &[]);
-        let fetched = self.get_json(&app_url).await?;
-        let app: wire::Application = serde_json::from_value(fetched.body)
+        let (_, body) = self.get_json(&app_url).await?;
+        let app: wire::Application = serde_json::from_value(body)
             .map_err(|e| decode_error(app_url.path(), format!("application: {e}")))?;
         let label = app
             .label
@@ -313,8 +334,8 @@ impl OktaClient {
         // 20 is the smallest limit /apps/{id}/groups accepts (A2).
         let groups = self.url(&["apps", &self.inner.app_id, "groups"], &[("limit", "20")]);
         for url in [users, groups] {
-            let fetched = self.get_json(&url).await?;
-            expect_array(url.path(), fetched.status, fetched.body)?;
+            let (fetched, body) = self.get_json(&url).await?;
+            expect_array(url.path(), fetched.status, body)?;
         }
         Ok(label)
     }
@@ -339,6 +360,18 @@ impl OktaClient {
     where
         F: FnMut(&str, Vec<Value>) -> Result<(), OktaError>,
     {
+        self.for_each_raw_page(first, |endpoint, fetched| {
+            let body = decode_json(endpoint, fetched.status, &fetched.headers, &fetched.body)?;
+            on_page(endpoint, expect_array(endpoint, fetched.status, body)?)
+        })
+        .await
+    }
+
+    /// Fetches `first` and every page after it, handing each undecoded page to `on_page`.
+    async fn for_each_raw_page<F>(&self, first: Url, mut on_page: F) -> Result<(), OktaError>
+    where
+        F: FnMut(&str, &Fetched) -> Result<(), OktaError>,
+    {
         let mut url = first;
         // Every page URL read so far: a `next` link back to any of them (a server bug, or a
         // proxy rewriting links) would otherwise page forever.
@@ -351,9 +384,8 @@ impl OktaClient {
                 });
             }
             seen.insert(url.to_string());
-            let fetched = self.get_json(&url).await?;
-            let items = expect_array(url.path(), fetched.status, fetched.body)?;
-            on_page(url.path(), items)?;
+            let fetched = self.get(&url).await?;
+            on_page(url.path(), &fetched)?;
             match fetched.next {
                 None => return Ok(()),
                 Some(next) => {
@@ -395,9 +427,18 @@ impl OktaClient {
         Ok(next)
     }
 
-    /// One GET with courtesy pacing and retries. With OAuth, a 401 (the token expired early or
-    /// was revoked) refreshes the token once and tries again (okta-api.md C "Auth").
-    async fn get_json(&self, url: &Url) -> Result<Fetched, OktaError> {
+    /// One GET with courtesy pacing and retries, its body decoded as JSON (a body that is not
+    /// JSON is a permanent error, as it was never worth retrying).
+    async fn get_json(&self, url: &Url) -> Result<(Fetched, Value), OktaError> {
+        let fetched = self.get(url).await?;
+        let body = decode_json(url.path(), fetched.status, &fetched.headers, &fetched.body)?;
+        Ok((fetched, body))
+    }
+
+    /// One GET with courtesy pacing and retries; the body is left undecoded. With OAuth, a 401
+    /// (the token expired early or was revoked) refreshes the token once and tries again
+    /// (okta-api.md C "Auth").
+    async fn get(&self, url: &Url) -> Result<Fetched, OktaError> {
         let bucket = ratelimit::bucket_key(url.path());
         let inner = &self.inner;
         let used = AtomicU64::new(0);
@@ -470,12 +511,11 @@ impl OktaClient {
             Err(_) => Default::default(),
         };
         if status.is_success() {
-            let body =
-                decode_json(endpoint, status, &headers, &body).map_err(Attempt::Permanent)?;
             return Ok(Fetched {
                 status,
-                body,
                 next: next_link(&headers),
+                headers,
+                body: body.to_vec(),
             });
         }
         let mut err = api_error(status, endpoint, &headers, &body);
@@ -607,16 +647,26 @@ fn absorb_app_user(
             read.skipped
                 .insert(id, format!("Okta's app user record could not be read: {e}"));
         }
-        Ok(app) => match mapping::desired_user(id, &app, mapping) {
-            Ok(user) => {
-                read.users.insert(user.okta_id.clone(), user);
-            }
-            Err((id, reason)) => {
-                read.skipped.insert(id, reason);
-            }
-        },
+        Ok(app) => absorb_typed_app_user(id, &app, mapping, read),
     }
     Ok(())
+}
+
+/// Maps one decoded app user into `read`, as a desired user or a skipped one.
+fn absorb_typed_app_user(
+    id: OktaUserId,
+    app: &wire::AppUser,
+    mapping: &AttributeMapping,
+    read: &mut OktaRead,
+) {
+    match mapping::desired_user(id, app, mapping) {
+        Ok(user) => {
+            read.users.insert(user.okta_id.clone(), user);
+        }
+        Err((id, reason)) => {
+            read.skipped.insert(id, reason);
+        }
+    }
 }
 
 /// The non-empty string `id` of a list item.

@@ -27,6 +27,37 @@ pub(super) struct AppUser {
     pub embedded: Option<AppUserEmbedded>,
 }
 
+/// [`AppUser`] together with its `id`, for decoding a whole page in one typed pass. Kept in
+/// step with `AppUser` field for field (`split` moves them over).
+#[derive(Debug, Deserialize)]
+pub(super) struct AppUserItem {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub credentials: Option<AppUserCredentials>,
+    #[serde(default)]
+    pub profile: Option<Profile>,
+    #[serde(default, rename = "_embedded")]
+    pub embedded: Option<AppUserEmbedded>,
+}
+
+impl AppUserItem {
+    /// The id (empty if absent: callers check first) and the record.
+    pub fn split(self) -> (String, AppUser) {
+        (
+            self.id.unwrap_or_default(),
+            AppUser {
+                status: self.status,
+                credentials: self.credentials,
+                profile: self.profile,
+                embedded: self.embedded,
+            },
+        )
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct AppUserCredentials {
     #[serde(default, rename = "userName")]

@@ -122,6 +122,10 @@ pub struct OktaStats {
     pub max_apps_requests_in_window: u64,
     /// Most requests counted in one window of the groups bucket.
     pub max_groups_requests_in_window: u64,
+    /// Requests counted in each window of the apps bucket so far, oldest first (the current
+    /// window last), so a benchmark can count the windows in which a client took more than its
+    /// share.
+    pub apps_requests_per_window: Vec<u64>,
 }
 
 struct SimUser {
@@ -170,6 +174,8 @@ struct Bucket {
     started_epoch: f64,
     used: u32,
     max_used: u32,
+    /// `used` of each window that has ended.
+    past: Vec<u32>,
 }
 
 impl Bucket {
@@ -181,6 +187,7 @@ impl Bucket {
             started_epoch: epoch_now(),
             used: 0,
             max_used: 0,
+            past: Vec::new(),
         }
     }
 
@@ -189,6 +196,9 @@ impl Bucket {
         if self.started.elapsed() >= self.window {
             self.started = Instant::now();
             self.started_epoch = epoch_now();
+            if self.used > 0 {
+                self.past.push(self.used);
+            }
             self.used = 0;
         }
         if self.used >= self.limit {
@@ -326,6 +336,13 @@ impl FakeOkta {
         let mut stats = inner.stats.clone();
         stats.max_apps_requests_in_window = u64::from(inner.apps_bucket.max_used);
         stats.max_groups_requests_in_window = u64::from(inner.groups_bucket.max_used);
+        let apps = &inner.apps_bucket;
+        stats.apps_requests_per_window = apps
+            .past
+            .iter()
+            .chain((apps.used > 0).then_some(&apps.used))
+            .map(|&n| u64::from(n))
+            .collect();
         stats
     }
 

@@ -4,7 +4,7 @@
 //! `apply` executes, so the two can never disagree. The safety guards live here too: no
 //! deactivations from an incomplete Okta read, and a refusal above the deactivation limit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -205,62 +205,89 @@ pub fn plan(
         ..Plan::default()
     };
 
-    // What each managed user looks like now, and which Postman accounts are linked.
-    let mut current: BTreeMap<&OktaUserId, Current> = BTreeMap::new();
-    let mut linked: BTreeSet<&ScimUserId> = BTreeSet::new();
-    let mut by_name: BTreeMap<String, &PostmanUser> = BTreeMap::new();
+    // What each managed user looks like now, in Okta-id order (the snapshot's order), and which
+    // Postman accounts are linked. Hash maps for the indexes: they are only looked up, never
+    // iterated into the output, so determinism is kept.
+    let mut current: Vec<(&OktaUserId, Current)> = Vec::with_capacity(snapshot.len());
+    let mut by_name: HashMap<String, &PostmanUser> = HashMap::new();
     match postman {
         Some(members) => {
-            let by_id: BTreeMap<&ScimUserId, &PostmanUser> =
-                members.iter().map(|u| (&u.id, u)).collect();
+            let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(members.len());
+            for (i, u) in members.iter().enumerate() {
+                by_id.entry(u.id.as_str()).or_insert(i);
+            }
+            let mut linked = vec![false; members.len()];
             for m in snapshot.values() {
-                match by_id.get(&m.scim_id) {
-                    Some(u) => {
-                        linked.insert(&u.id);
-                        current.insert(
+                match by_id.get(m.scim_id.as_str()) {
+                    Some(&i) => {
+                        let u = &members[i];
+                        linked[i] = true;
+                        current.push((
                             &m.okta_id,
                             Current {
                                 scim_id: &u.id,
                                 attrs: &u.attrs,
                                 active: u.active,
                             },
-                        );
+                        ));
                     }
                     // Postman has no user DELETE: an account that vanished was removed by Postman
                     // support. Forget it; the person is created again if still wanted.
                     None => out.forget.push(m.okta_id.clone()),
                 }
             }
-            for u in members {
-                if !linked.contains(&u.id) {
-                    by_name
-                        .entry(user_name_key(&u.attrs.user_name))
-                        .or_insert(u);
-                }
+            for (u, _) in members.iter().zip(&linked).filter(|(_, l)| !**l) {
+                by_name
+                    .entry(user_name_key(&u.attrs.user_name))
+                    .or_insert(u);
             }
         }
         None => {
             for m in snapshot.values() {
-                current.insert(
+                current.push((
                     &m.okta_id,
                     Current {
                         scim_id: &m.scim_id,
                         attrs: &m.attrs,
                         active: m.active,
                     },
-                );
+                ));
             }
         }
     }
 
     let mut ops: Vec<Operation> = Vec::new();
-    let mut adopted: BTreeSet<ScimUserId> = BTreeSet::new();
+    // Deactivations of people Okta no longer lists go last, after every addition.
+    let mut unlisted: Vec<Operation> = Vec::new();
+    let mut adopted: HashSet<&ScimUserId> = HashSet::new();
+    // Both sides are sorted by Okta id: walk them together (a merge join, no lookups).
+    let mut managed = current.iter().peekable();
+    let mut unlisted_user = |okta_id: &OktaUserId, c: &Current, out: &mut Plan| {
+        if desired.skipped.contains_key(okta_id) || !c.active {
+            // Merely unreadable, or already inactive: nothing to do.
+            out.unchanged += 1;
+        } else {
+            unlisted.push(Operation {
+                okta_id: okta_id.clone(),
+                user_name: c.attrs.user_name.clone(),
+                action: Action::Deactivate {
+                    scim_id: c.scim_id.clone(),
+                },
+                reason: "no longer assigned to the Postman app in Okta".to_string(),
+            });
+        }
+    };
     for d in desired.users.values() {
-        let cur = match current.get(&d.okta_id) {
-            Some(c) => Some((c.scim_id, c.attrs, c.active)),
+        while let Some((id, c)) = managed.next_if(|(id, _)| *id < &d.okta_id) {
+            unlisted_user(id, c, &mut out);
+        }
+        let matched = managed.next_if(|(id, _)| *id == &d.okta_id);
+        let cur = match matched {
+            Some((_, c)) => Some((c.scim_id, c.attrs, c.active)),
+            None if by_name.is_empty() => None,
             None => match by_name.get(&user_name_key(&d.attrs.user_name)) {
                 Some(u) if !adopted.contains(&u.id) => {
-                    adopted.insert(u.id.clone());
+                    adopted.insert(&u.id);
                     ops.push(Operation {
                         okta_id: d.okta_id.clone(),
                         user_name: d.attrs.user_name.clone(),
@@ -295,33 +322,16 @@ pub fn plan(
             }
             Some((scim_id, attrs, active)) => user_ops(d, scim_id, attrs, active, &mut ops),
         }
-        if ops.len() == before && current.contains_key(&d.okta_id) {
+        if ops.len() == before && matched.is_some() {
             out.unchanged += 1;
         }
     }
-
-    // Managed users Okta no longer lists: deactivate, unless they were merely unreadable.
-    for (okta_id, c) in &current {
-        if desired.users.contains_key(*okta_id) {
-            continue;
-        }
-        if desired.skipped.contains_key(*okta_id) {
-            out.unchanged += 1;
-            continue;
-        }
-        if c.active {
-            ops.push(Operation {
-                okta_id: (*okta_id).clone(),
-                user_name: c.attrs.user_name.clone(),
-                action: Action::Deactivate {
-                    scim_id: c.scim_id.clone(),
-                },
-                reason: "no longer assigned to the Postman app in Okta".to_string(),
-            });
-        } else {
-            out.unchanged += 1;
-        }
+    // Managed users after the last one Okta lists.
+    for (id, c) in managed {
+        unlisted_user(id, c, &mut out);
     }
+    drop(unlisted_user);
+    ops.append(&mut unlisted);
 
     if postman.is_some() {
         for u in by_name.values() {
@@ -333,6 +343,11 @@ pub fn plan(
                 });
             }
         }
+        out.unmanaged.sort_by(|a, b| {
+            a.user_name
+                .cmp(&b.user_name)
+                .then(a.scim_id.cmp(&b.scim_id))
+        });
     }
 
     // Quarantine: postpone, but keep the adoption (it is only a snapshot link).
@@ -355,7 +370,7 @@ pub fn plan(
 
     // Guard 2: an empty answer is suspicious, not "everyone left".
     let deactivations = out.count(OpKind::Deactivate);
-    let active_managed = current.values().filter(|c| c.active).count();
+    let active_managed = current.iter().filter(|(_, c)| c.active).count();
     let limit = policy.deactivation_limit();
     // Only an explicit `--allow-deactivations` covering everyone lets an empty read through.
     let explicitly_allowed = policy

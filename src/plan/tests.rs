@@ -2,6 +2,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use std::collections::BTreeSet;
 
 fn attrs(name: &str) -> UserAttrs {
     UserAttrs {

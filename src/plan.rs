@@ -330,7 +330,6 @@ pub fn plan(
     for (id, c) in managed {
         unlisted_user(id, c, &mut out);
     }
-    drop(unlisted_user);
     ops.append(&mut unlisted);
 
     if postman.is_some() {

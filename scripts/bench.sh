@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Performance benchmarks (issue 6; results and how to read them: docs/performance.md).
+# Performance benchmarks (issue 6; the results and how to read them: README.md, "Performance").
 #   scripts/bench.sh                 planner (criterion) + every scale scenario (~5 min on 2 cores)
 #   scripts/bench.sh --only steady --users 1000,10000     a subset; flags go to benches/scale.rs
 #   SKIP_PLAN=1 scripts/bench.sh     skip the criterion planner benchmark

@@ -185,6 +185,8 @@ struct World {
     dir: tempfile::TempDir,
     okta_extra: String,
     postman_extra: String,
+    /// A `[groups]` section, or empty (group push on, the default).
+    groups_extra: String,
 }
 
 impl World {
@@ -208,6 +210,7 @@ impl World {
             dir,
             okta_extra: String::new(),
             postman_extra: String::new(),
+            groups_extra: String::new(),
         }
     }
 
@@ -217,12 +220,13 @@ impl World {
             "[okta]\norg_url = \"{okta}\"\napp_id = \"{app}\"\napi_token_file = \"{dir}/okta-token\"\n{oe}\n\n\
              [postman]\nscim_url = \"{scim}\"\napi_key_file = \"{dir}/postman-key\"\n{pe}\n\n\
              [sync]\nstate_path = \"{dir}/state.db\"\nmax_deactivations = 1000000\n\n\
-             [log]\nlevel = \"info\"\n",
+             [log]\nlevel = \"info\"\n{ge}\n",
             okta = self.okta.base_url(),
             app = self.okta.app_id(),
             scim = self.postman.scim_url(),
             oe = self.okta_extra,
             pe = self.postman_extra,
+            ge = self.groups_extra,
         )
     }
 
@@ -346,17 +350,32 @@ fn postman_extra(writes: u32, reads: u32, in_flight: usize) -> String {
     format!("writes_per_minute = {writes}\nreads_per_minute = {reads}\nmax_in_flight = {in_flight}\ntimeout = \"30s\"")
 }
 
-/// Scenario 1 and 5: a normal run when nothing changed.
-async fn steady(users: usize) -> Row {
+/// Scenario 1 and 5: a normal run when nothing changed. With `groups`, the Okta groups
+/// assigned to the app are pushed too: a first (unmeasured) run converges the group push, then
+/// the measured run must again make zero Postman requests; the extra Okta GETs are the group
+/// reads (the app's groups, then each group's members at 200 per page).
+async fn steady(users: usize, groups: bool) -> Row {
     let mut w = World::start(okta_fast(), postman_fast()).await;
     w.postman_extra = postman_extra(UNLIMITED, UNLIMITED, 4);
+    if !groups {
+        w.groups_extra = "[groups]\nenabled = false\n".into();
+    }
     w.okta.populate(users, 42);
     let managed = w.seed_converged().await;
+    if groups {
+        let warm = w.reconcile(&[]).await;
+        assert_eq!(warm.code, 0, "the warm-up run converges the group push");
+    }
     let (gets0, pm0, r0) = (w.okta_gets(), w.postman_requests(), w.status_429());
     let u = w.reconcile(&[]).await;
     let assigned = w.okta.app_user_ids().len() as u64;
     Row {
-        scenario: "steady".into(),
+        scenario: if groups {
+            "steady, groups pushed"
+        } else {
+            "steady, users only"
+        }
+        .into(),
         users: managed,
         okta_gets: w.okta_gets() - gets0,
         okta_min: assigned.div_ceil(500).max(1),
@@ -527,9 +546,11 @@ fn main() {
     rt.block_on(async {
         if wants("steady") {
             for &n in &args.users {
-                let row = steady(n).await;
-                eprintln!("done: steady {n}");
-                rows.push(row);
+                for groups in [false, true] {
+                    let row = steady(n, groups).await;
+                    eprintln!("done: steady {n} (groups: {groups})");
+                    rows.push(row);
+                }
             }
         }
         if wants("courtesy") {

@@ -305,8 +305,20 @@ impl OktaClient {
             &[("limit", GROUP_USERS_LIMIT)],
         );
         let mut members = BTreeSet::new();
-        self.for_each_page(first, |endpoint, items| {
-            for item in items {
+        self.for_each_raw_page(first, |endpoint, fetched| {
+            // Fast path, as for app users: only the ids, without a JSON tree of every member's
+            // full User object. Anything unexpected goes the general way, which names the fault.
+            if let Ok(items) = serde_json::from_slice::<Vec<wire::IdOnly>>(&fetched.body) {
+                if items
+                    .iter()
+                    .all(|i| i.id.as_deref().is_some_and(|id| !id.is_empty()))
+                {
+                    members.extend(items.into_iter().filter_map(|i| i.id.map(OktaUserId)));
+                    return Ok(());
+                }
+            }
+            let body = decode_json(endpoint, fetched.status, &fetched.headers, &fetched.body)?;
+            for item in expect_array(endpoint, fetched.status, body)? {
                 members.insert(OktaUserId(item_id(endpoint, &item, "group member")?));
             }
             Ok(())

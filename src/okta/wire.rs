@@ -150,3 +150,11 @@ pub(super) struct OAuthErrorBody {
     #[serde(default)]
     pub error_description: Option<String>,
 }
+
+/// Just the `id` of a list item (group members: `/groups/{id}/users` returns whole User objects,
+/// of which only the id is needed).
+#[derive(Debug, Deserialize)]
+pub(super) struct IdOnly {
+    #[serde(default)]
+    pub id: Option<String>,
+}

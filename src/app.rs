@@ -231,11 +231,14 @@ pub fn open_store(config: &Config, writable: bool) -> Result<(SharedStore, Optio
     Ok((Arc::new(Mutex::new(store)), Some(lock)))
 }
 
-async fn reconcile(config_path: &Path, opts: &RunOptions, output: OutputFormat) -> u8 {
-    let config = match load_config(config_path) {
-        Ok(c) => Arc::new(c),
-        Err(code) => return code,
-    };
+/// Everything a command that runs the engine needs: the validated config, logging, the secrets
+/// checked, the store (under the single-writer lock when `writable`) and the engine. Errors are
+/// printed; the exit code is returned. The lock lives as long as the returned value.
+pub fn prepare_engine(
+    config_path: &Path,
+    writable: bool,
+) -> Result<(Arc<Config>, Engine, Option<StateLock>), u8> {
+    let config = Arc::new(load_config(config_path)?);
     crate::telemetry::init(&config.log_level, config.log_format);
     // Secrets are config too: a missing or empty secret file must not create or touch the
     // state file first (build_engine reads them again; they are small files).
@@ -246,29 +249,33 @@ async fn reconcile(config_path: &Path, opts: &RunOptions, output: OutputFormat) 
             .load("postman.api_key_file", "the Postman SCIM API key")
     }) {
         eprintln!("error: {e}");
-        return EXIT_CONFIG;
+        return Err(EXIT_CONFIG);
     }
-    let (store, _lock) = match open_store(&config, !opts.dry_run) {
-        Ok(v) => v,
-        Err(code) => return code,
-    };
+    let (store, lock) = open_store(&config, writable)?;
     let metrics = Arc::new(Metrics::new());
-    let engine = match build_engine(
+    match build_engine(
         Arc::clone(&config),
         store,
-        !opts.dry_run,
+        writable,
         metrics,
         RetryPolicy::default(),
     ) {
-        Ok(e) => e,
+        Ok(engine) => Ok((config, engine, lock)),
         Err(e) => {
             eprintln!("error: {e:#}");
-            return if e.downcast_ref::<ConfigError>().is_some() {
+            Err(if e.downcast_ref::<ConfigError>().is_some() {
                 EXIT_CONFIG
             } else {
                 EXIT_FAILED
-            };
+            })
         }
+    }
+}
+
+async fn reconcile(config_path: &Path, opts: &RunOptions, output: OutputFormat) -> u8 {
+    let (_config, engine, _lock) = match prepare_engine(config_path, !opts.dry_run) {
+        Ok(v) => v,
+        Err(code) => return code,
     };
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());

@@ -9,12 +9,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{build_engine, cancel_on_signals, open_store, EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
-use crate::config::{Config, ConfigError};
+use crate::app::{cancel_on_signals, prepare_engine, EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
 use crate::engine::Engine;
 use crate::http::AppState;
-use crate::metrics::Metrics;
-use crate::retry::RetryPolicy;
 use crate::schedule::{scheduler, DaemonState};
 
 /// How long a stopping daemon waits for the run in flight (Kubernetes allows 30 s in all).
@@ -60,36 +57,11 @@ pub async fn run_with(
 }
 
 pub async fn run_daemon(config_path: &Path) -> u8 {
-    let config = match Config::load(config_path) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
-        }
-    };
-    crate::telemetry::init(&config.log_level, config.log_format);
-    let (store, _lock) = match open_store(&config, true) {
+    let (config, engine, _lock) = match prepare_engine(config_path, true) {
         Ok(v) => v,
         Err(code) => return code,
     };
-    let metrics = Arc::new(Metrics::new());
-    let engine = match build_engine(
-        Arc::clone(&config),
-        store,
-        true,
-        metrics,
-        RetryPolicy::default(),
-    ) {
-        Ok(e) => Arc::new(e),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return if e.downcast_ref::<ConfigError>().is_some() {
-                EXIT_CONFIG
-            } else {
-                EXIT_FAILED
-            };
-        }
-    };
+    let engine = Arc::new(engine);
     let listener = match config.listen {
         None => None,
         Some(addr) => match tokio::net::TcpListener::bind(addr).await {

@@ -45,6 +45,8 @@ const USER_AGENT: &str = concat!("okta-postman-sync/", env!("CARGO_PKG_VERSION")
 /// Largest `limit` of `/apps/{id}/users` (A2, A3).
 const MAX_APP_USERS_LIMIT: u32 = 500;
 /// Bound on the pages of one listing: 10,000 pages of 500 are far beyond any real org.
+/// How many times a page is fetched when its body is not JSON at all.
+const DECODE_ATTEMPTS: u32 = 3;
 const MAX_PAGES: usize = 10_000;
 /// `/apps/{id}/groups` allows 20..=200; `/groups/{id}/users` recommends 200 (A2).
 const GROUPS_LIMIT: &str = "200";
@@ -396,8 +398,26 @@ impl OktaClient {
                 });
             }
             seen.insert(url.to_string());
-            let fetched = self.get(&url).await?;
-            on_page(url.path(), &fetched)?;
+            let mut attempt = 0;
+            let fetched = loop {
+                attempt += 1;
+                let fetched = self.get(&url).await?;
+                match on_page(url.path(), &fetched) {
+                    Ok(()) => break fetched,
+                    // A body that is not JSON at all (cut off, a proxy's HTML page) was rejected
+                    // before any item was taken from it: the page is safe to ask for again. A
+                    // well-formed page with bad items is not retried: it would fail the same way.
+                    Err(e @ OktaError::Decode { .. })
+                        if attempt < DECODE_ATTEMPTS
+                            && serde_json::from_slice::<serde::de::IgnoredAny>(&fetched.body)
+                                .is_err() =>
+                    {
+                        tracing::warn!(error = %e, attempt, "undecodable Okta page; asking again");
+                        self.inner.metrics.retry("okta");
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             match fetched.next {
                 None => return Ok(()),
                 Some(next) => {

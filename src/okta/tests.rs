@@ -593,30 +593,35 @@ async fn a_404_on_the_app_says_to_check_the_app_id() {
 
 #[tokio::test]
 async fn malformed_json_and_html_bodies_are_decode_errors_naming_the_endpoint() {
-    for (body, content_type, expect) in [
-        ("[{\"id\": \"00u1\", ", "application/json", "cut off"),
+    // Bodies that are not JSON at all are asked for again (they may be cut off in transit);
+    // well-formed bodies with the wrong content fail at once.
+    for (body, content_type, expect, fetches) in [
+        ("[{\"id\": \"00u1\", ", "application/json", "cut off", 3),
         (
             "<html><body>Sign in</body></html>",
             "text/html",
             "text/html",
+            3,
         ),
         (
             "{\"id\": \"00u1\"}",
             "application/json",
             "expected a JSON array",
+            1,
         ),
         (
             "[{\"status\": \"ACTIVE\"}]",
             "application/json",
             "without an id",
+            1,
         ),
-        ("[1, }", "application/json", "malformed JSON"),
+        ("[1, }", "application/json", "malformed JSON", 3),
     ] {
         let server = MockServer::start().await;
         Mock::given(method("GET"))
             .and(path(USERS))
             .respond_with(ResponseTemplate::new(200).set_body_raw(body, content_type))
-            .expect(1)
+            .expect(fetches)
             .mount(&server)
             .await;
         let (okta, _) = client(&server);
@@ -630,6 +635,40 @@ async fn malformed_json_and_html_bodies_are_decode_errors_naming_the_endpoint() 
         let text = err.to_string();
         assert!(text.contains(USERS) && text.contains(expect), "{text}");
     }
+}
+
+#[tokio::test]
+async fn a_page_cut_off_in_transit_is_fetched_again() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(USERS))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw("[{\"id\": \"00u1\", ", "application/json"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(USERS))
+        .respond_with(ok_json(json!([app_user(
+            "00u1",
+            "ada@example.com",
+            "ACTIVE",
+            "ACTIVE"
+        )])))
+        .mount(&server)
+        .await;
+    let (okta, metrics) = client(&server);
+    let read = okta
+        .read_app_users(&AttributeMapping::default())
+        .await
+        .expect("the second answer is whole");
+    assert_eq!(read.users.len(), 1);
+    assert!(read.complete);
+    assert!(metrics
+        .encode()
+        .contains("okta_postman_sync_retries_total{api=\"okta\"} 1"));
 }
 
 #[tokio::test]

@@ -36,6 +36,8 @@ use pacing::{Bucket, Pacer};
 pub const DEFAULT_BASE_URL: &str = "https://api.getpostman.com/scim/v2";
 
 /// SCIM page size: Postman's default and its advertised `filter.maxResults` (A4.2, B3).
+/// How many times a GET is sent when its answer does not decode.
+const DECODE_ATTEMPTS: u32 = 3;
 const PAGE_SIZE: u64 = 100;
 
 /// A listing that has not ended after this many pages is a server that ignores `startIndex`.
@@ -504,10 +506,7 @@ impl ScimClient {
                 pairs.push(("filter", f));
             }
             let query = encode_query(&pairs);
-            let reply = self
-                .send::<()>(Verb::Get, &[resource], Some(&query), None)
-                .await?;
-            let page: wire::ListResponse<T> = decode(Verb::Get, &path, &reply)?;
+            let page: wire::ListResponse<T> = self.get_decoded(&[resource], &query, &path).await?;
             let n = page.resources.len() as u64;
             page.resources.into_iter().for_each(&mut on_item);
             listed += n;
@@ -526,6 +525,32 @@ impl ScimClient {
             path,
             message: format!("paging did not end after {MAX_PAGES} pages"),
         })
+    }
+
+    /// A GET whose body must decode as `T`. An answer that does not decode (a truncated body,
+    /// a proxy's HTML page on a 200) is asked again a couple of times before it is an error:
+    /// a GET is safe to repeat, and one bad page must not fail a whole full run.
+    async fn get_decoded<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &str,
+        path: &str,
+    ) -> Result<T, ScimError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let reply = self
+                .send::<()>(Verb::Get, segments, Some(query), None)
+                .await?;
+            match decode(Verb::Get, path, &reply) {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < DECODE_ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "undecodable SCIM answer; asking again");
+                    self.inner.metrics.retry("scim");
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn url(&self, segments: &[&str], query: Option<&str>) -> Url {
@@ -1142,6 +1167,43 @@ mod tests {
         let g = client.create_group("Eng", &[]).await.expect("outcome");
         assert!(matches!(g, GroupCreateOutcome::AlreadyExists { .. }));
         assert_eq!(requests(&server).await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_list_page_is_asked_again_and_a_persistent_one_is_an_error() {
+        let (server, client, metrics) = setup().await;
+        Mock::given(method("GET"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_string("{\"totalResults\": 1, \"Reso"),
+            )
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "totalResults": 1, "Resources": [user_json("u1", "ann@example.com")]
+            })))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        let mut seen = Vec::new();
+        let n = client
+            .list_users(|u| seen.push(u))
+            .await
+            .expect("second answer decodes");
+        assert_eq!((n, seen.len()), (1, 1));
+        assert_eq!(requests(&server).await.len(), 2);
+        assert!(metrics
+            .encode()
+            .contains("okta_postman_sync_retries_total{api=\"scim\"} 1"));
+
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("<html>proxy error</html>"))
+            .mount(&server)
+            .await;
+        let err = client.list_users(|_| {}).await.expect_err("never decodes");
+        assert!(matches!(err, ScimError::Decode { .. }), "{err:?}");
+        assert_eq!(requests(&server).await.len(), 2 + DECODE_ATTEMPTS as usize);
     }
 
     #[tokio::test]

@@ -386,19 +386,27 @@ impl Store {
         Ok(())
     }
 
+    /// Runs a query and collects its rows, each mapped by `f`, into any collection.
+    fn collect_rows<T, C, P, F>(&self, sql: &str, params: P, f: F) -> Result<C, StoreError>
+    where
+        C: FromIterator<T>,
+        P: rusqlite::Params,
+        F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(params, f).map_err(|e| self.err(e))?;
+        rows.collect::<Result<C, _>>().map_err(|e| self.err(e))
+    }
+
     // ---- snapshot ---------------------------------------------------------------------------
 
     /// Every managed user, keyed by Okta id.
     pub fn snapshot(&self) -> Result<BTreeMap<OktaUserId, ManagedUser>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT okta_id, scim_id, user_name, given_name, family_name, active FROM users",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(ManagedUser {
+        self.collect_rows(
+            "SELECT okta_id, scim_id, user_name, given_name, family_name, active FROM users",
+            [],
+            |r| {
+                let m = ManagedUser {
                     okta_id: OktaUserId(r.get(0)?),
                     scim_id: ScimUserId(r.get(1)?),
                     attrs: UserAttrs {
@@ -407,15 +415,10 @@ impl Store {
                         family_name: r.get(4)?,
                     },
                     active: r.get::<_, i64>(5)? != 0,
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = BTreeMap::new();
-        for row in rows {
-            let m = row.map_err(|e| self.err(e))?;
-            out.insert(m.okta_id.clone(), m);
-        }
-        Ok(out)
+                };
+                Ok((m.okta_id.clone(), m))
+            },
+        )
     }
 
     pub fn managed_counts(&self) -> Result<(i64, i64), StoreError> {
@@ -560,36 +563,25 @@ impl Store {
 
     /// Every pushed group, keyed by Okta group id, with the members we believe it has.
     pub fn group_snapshot(&self) -> Result<BTreeMap<OktaGroupId, ManagedGroup>, StoreError> {
-        let mut out: BTreeMap<OktaGroupId, ManagedGroup> = BTreeMap::new();
-        {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT okta_id, scim_id, display_name FROM groups")
-                .map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(ManagedGroup {
-                        okta_id: OktaGroupId(r.get(0)?),
-                        scim_id: ScimGroupId(r.get(1)?),
-                        display_name: r.get(2)?,
-                        members: BTreeSet::new(),
-                    })
-                })
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                let g = row.map_err(|e| self.err(e))?;
-                out.insert(g.okta_id.clone(), g);
-            }
-        }
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT okta_group_id, scim_user_id FROM group_members")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (g, m) = row.map_err(|e| self.err(e))?;
+        let mut out: BTreeMap<OktaGroupId, ManagedGroup> = self.collect_rows(
+            "SELECT okta_id, scim_id, display_name FROM groups",
+            [],
+            |r| {
+                let g = ManagedGroup {
+                    okta_id: OktaGroupId(r.get(0)?),
+                    scim_id: ScimGroupId(r.get(1)?),
+                    display_name: r.get(2)?,
+                    members: BTreeSet::new(),
+                };
+                Ok((g.okta_id.clone(), g))
+            },
+        )?;
+        let members: Vec<(String, String)> = self.collect_rows(
+            "SELECT okta_group_id, scim_user_id FROM group_members",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        for (g, m) in members {
             if let Some(group) = out.get_mut(&OktaGroupId(g)) {
                 group.members.insert(ScimUserId(m));
             }
@@ -794,14 +786,10 @@ impl Store {
 
     /// Writes intended but never confirmed (the process died, or the outcome was unknown).
     pub fn journal_pending(&self) -> Result<Vec<PendingWrite>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, run_id, okta_id, op, user_name, payload FROM journal WHERE state = 'intended' ORDER BY id",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.collect_rows(
+            "SELECT id, run_id, okta_id, op, user_name, payload FROM journal WHERE state = 'intended' ORDER BY id",
+            [],
+            |r| {
                 Ok(PendingWrite {
                     id: r.get(0)?,
                     run_id: r.get(1)?,
@@ -810,22 +798,17 @@ impl Store {
                     user_name: r.get(4)?,
                     payload: r.get(5)?,
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+            },
+        )
     }
 
     /// Number of journal rows in each state (for tests and `status`).
     pub fn journal_counts(&self) -> Result<BTreeMap<String, i64>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT state, COUNT(*) FROM journal GROUP BY state")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<BTreeMap<_, _>, _>>()
-            .map_err(|e| self.err(e))
+        self.collect_rows(
+            "SELECT state, COUNT(*) FROM journal GROUP BY state",
+            [],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+        )
     }
 
     /// Drops confirmed journal rows older than `before` (the journal is not an audit log).
@@ -845,14 +828,10 @@ impl Store {
         &self,
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<OktaUserId, String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT okta_id, op, error, retry_after FROM failures WHERE retry_after IS NOT NULL AND retry_after > ?1",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![ts(now)], |r| {
+        self.collect_rows(
+            "SELECT okta_id, op, error, retry_after FROM failures WHERE retry_after IS NOT NULL AND retry_after > ?1",
+            params![ts(now)],
+            |r| {
                 Ok((
                     OktaUserId(r.get(0)?),
                     format!(
@@ -862,22 +841,16 @@ impl Store {
                         r.get::<_, String>(2)?
                     ),
                 ))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<BTreeMap<_, _>, _>>()
-            .map_err(|e| self.err(e))
+            },
+        )
     }
 
     pub fn failures(&self) -> Result<Vec<FailureRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT okta_id, user_name, op, error, permanent, attempts, first_failed, last_failed, retry_after
+        self.collect_rows(
+            "SELECT okta_id, user_name, op, error, permanent, attempts, first_failed, last_failed, retry_after
                  FROM failures ORDER BY user_name",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+            [],
+            |r| {
                 Ok(FailureRecord {
                     okta_id: r.get(0)?,
                     user_name: r.get(1)?,
@@ -889,9 +862,8 @@ impl Store {
                     last_failed: r.get(7)?,
                     retry_after: r.get(8)?,
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+            },
+        )
     }
 
     // ---- unmanaged members ------------------------------------------------------------------
@@ -917,20 +889,17 @@ impl Store {
     }
 
     pub fn unmanaged(&self) -> Result<Vec<UnmanagedRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT scim_id, user_name, active FROM unmanaged ORDER BY user_name")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.collect_rows(
+            "SELECT scim_id, user_name, active FROM unmanaged ORDER BY user_name",
+            [],
+            |r| {
                 Ok(UnmanagedRecord {
                     scim_id: r.get(0)?,
                     user_name: r.get(1)?,
                     active: r.get::<_, i64>(2)? != 0,
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+            },
+        )
     }
 
     // ---- runs -------------------------------------------------------------------------------
@@ -975,15 +944,11 @@ impl Store {
     }
 
     pub fn last_runs(&self, n: usize) -> Result<Vec<RunRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT run_id, started_at, finished_at, full, outcome, counts, errors FROM runs
+        self.collect_rows(
+            "SELECT run_id, started_at, finished_at, full, outcome, counts, errors FROM runs
                  ORDER BY started_at DESC LIMIT ?1",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![n as i64], |r| {
+            params![n as i64],
+            |r| {
                 let counts: Option<String> = r.get(5)?;
                 let errors: Option<String> = r.get(6)?;
                 Ok(RunRecord {
@@ -995,9 +960,8 @@ impl Store {
                     counts: counts.and_then(|c| serde_json::from_str(&c).ok()),
                     errors: errors.and_then(|c| serde_json::from_str(&c).ok()),
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+            },
+        )
     }
 
     fn last_time(&self, sql: &str) -> Result<Option<DateTime<Utc>>, StoreError> {

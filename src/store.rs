@@ -372,18 +372,27 @@ impl Store {
             });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let path = self.path.clone();
-            let tx = self
-                .conn
-                .transaction()
-                .map_err(|e| StoreError::from_sqlite(&path, e))?;
-            tx.execute_batch(sql)
-                .map_err(|e| StoreError::from_sqlite(&path, e))?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(|e| StoreError::from_sqlite(&path, e))?;
-            tx.commit().map_err(|e| StoreError::from_sqlite(&path, e))?;
+            self.in_tx(|tx| {
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", (i + 1) as i64)
+            })?;
         }
         Ok(())
+    }
+
+    /// Runs `f` in one write transaction: committed when it succeeds, rolled back otherwise.
+    fn in_tx<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let path = &self.path;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| StoreError::from_sqlite(path, e))?;
+        let out = f(&tx).map_err(|e| StoreError::from_sqlite(path, e))?;
+        tx.commit().map_err(|e| StoreError::from_sqlite(path, e))?;
+        Ok(out)
     }
 
     /// Runs a query and collects its rows, each mapped by `f`, into any collection.
@@ -596,16 +605,13 @@ impl Store {
         changes: &[SnapshotChange],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
         let now = ts(now);
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| StoreError::from_sqlite(&path, e))?;
-        for c in changes {
-            Self::apply_change(&tx, c, &now).map_err(|e| StoreError::from_sqlite(&path, e))?;
-        }
-        tx.commit().map_err(|e| StoreError::from_sqlite(&path, e))
+        self.in_tx(|tx| {
+            for c in changes {
+                Self::apply_change(tx, c, &now)?;
+            }
+            Ok(())
+        })
     }
 
     // ---- journal ----------------------------------------------------------------------------
@@ -700,35 +706,29 @@ impl Store {
         changes: &[SnapshotChange],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
         let now = ts(now);
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| StoreError::from_sqlite(&path, e))?;
-        let okta_id: Option<String> = tx
-            .query_row(
-                "SELECT okta_id FROM journal WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| StoreError::from_sqlite(&path, e))?;
-        tx.execute(
-            "UPDATE journal SET state = ?2, scim_id = COALESCE(?3, scim_id), error = ?4, updated_at = ?5 WHERE id = ?1",
-            params![id, state, scim_id.map(|s| s.0.as_str()), error, now],
-        )
-        .map_err(|e| StoreError::from_sqlite(&path, e))?;
-        for c in changes {
-            Self::apply_change(&tx, c, &now).map_err(|e| StoreError::from_sqlite(&path, e))?;
-        }
-        if state == "done" || state == "resolved" {
-            if let Some(okta_id) = okta_id {
-                tx.execute("DELETE FROM failures WHERE okta_id = ?1", params![okta_id])
-                    .map_err(|e| StoreError::from_sqlite(&path, e))?;
+        self.in_tx(|tx| {
+            let okta_id: Option<String> = tx
+                .query_row(
+                    "SELECT okta_id FROM journal WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute(
+                "UPDATE journal SET state = ?2, scim_id = COALESCE(?3, scim_id), error = ?4, updated_at = ?5 WHERE id = ?1",
+                params![id, state, scim_id.map(|s| s.0.as_str()), error, now],
+            )?;
+            for c in changes {
+                Self::apply_change(tx, c, &now)?;
             }
-        }
-        tx.commit().map_err(|e| StoreError::from_sqlite(&path, e))
+            if state == "done" || state == "resolved" {
+                if let Some(okta_id) = okta_id {
+                    tx.execute("DELETE FROM failures WHERE okta_id = ?1", params![okta_id])?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Records a failed write and updates the user's failure record. A user whose permanent
@@ -746,25 +746,19 @@ impl Store {
         quarantine_for: std::time::Duration,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
         let now_s = ts(now);
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| StoreError::from_sqlite(&path, e))?;
+        self.in_tx(|tx| {
         tx.execute(
             "UPDATE journal SET state = 'failed', error = ?2, updated_at = ?3 WHERE id = ?1",
             params![id, error, now_s],
-        )
-        .map_err(|e| StoreError::from_sqlite(&path, e))?;
+        )?;
         let attempts: u32 = tx
             .query_row(
                 "SELECT attempts FROM failures WHERE okta_id = ?1 AND permanent = ?2",
                 params![okta_id.0, permanent as i64],
                 |r| r.get(0),
             )
-            .optional()
-            .map_err(|e| StoreError::from_sqlite(&path, e))?
+            .optional()?
             .unwrap_or(0)
             + 1;
         let retry_after = (permanent && attempts >= quarantine_after).then(|| {
@@ -779,9 +773,9 @@ impl Store {
                 error = excluded.error, permanent = excluded.permanent, attempts = excluded.attempts,
                 last_failed = excluded.last_failed, retry_after = excluded.retry_after",
             params![okta_id.0, user_name, op, error, permanent as i64, attempts, now_s, retry_after],
-        )
-        .map_err(|e| StoreError::from_sqlite(&path, e))?;
-        tx.commit().map_err(|e| StoreError::from_sqlite(&path, e))
+        )?;
+        Ok(())
+        })
     }
 
     /// Writes intended but never confirmed (the process died, or the outcome was unknown).
@@ -869,23 +863,16 @@ impl Store {
     // ---- unmanaged members ------------------------------------------------------------------
 
     pub fn replace_unmanaged(&mut self, members: &[UnmanagedRecord]) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| StoreError::from_sqlite(&path, e))?;
-        tx.execute("DELETE FROM unmanaged", [])
-            .map_err(|e| StoreError::from_sqlite(&path, e))?;
-        {
-            let mut stmt = tx
-                .prepare("INSERT OR REPLACE INTO unmanaged (scim_id, user_name, active) VALUES (?1, ?2, ?3)")
-                .map_err(|e| StoreError::from_sqlite(&path, e))?;
+        self.in_tx(|tx| {
+            tx.execute("DELETE FROM unmanaged", [])?;
+            let mut stmt = tx.prepare(
+                "INSERT OR REPLACE INTO unmanaged (scim_id, user_name, active) VALUES (?1, ?2, ?3)",
+            )?;
             for m in members {
-                stmt.execute(params![m.scim_id, m.user_name, m.active as i64])
-                    .map_err(|e| StoreError::from_sqlite(&path, e))?;
+                stmt.execute(params![m.scim_id, m.user_name, m.active as i64])?;
             }
-        }
-        tx.commit().map_err(|e| StoreError::from_sqlite(&path, e))
+            Ok(())
+        })
     }
 
     pub fn unmanaged(&self) -> Result<Vec<UnmanagedRecord>, StoreError> {

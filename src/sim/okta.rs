@@ -6,7 +6,7 @@
 //! HTTP (the daemon never writes to Okta) and must not share wire types with `crate::okta`: it is
 //! an independent rendering of the documents, so the client's mistakes are not mirrored.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -1113,6 +1113,35 @@ async fn get_app(State(shared): State<Arc<Shared>>, Path(app_id): Path<String>) 
 
 /// `limit` as Okta reads it: absent = default, above the maximum = the maximum, below the
 /// minimum = the minimum; not a number = 400 E0000001.
+/// `limit` (with its default and bounds) and the `after` cursor of a list request, or the
+/// error response Okta gives for them (E0000001 for a bad limit, E0000054 for a bad cursor).
+#[allow(clippy::result_large_err)]
+fn page_params(
+    shared: &Shared,
+    query: &HashMap<String, String>,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<(usize, u32, Option<String>), Response> {
+    let Some(limit) = parse_limit(query.get("limit"), default, min, max) else {
+        return Err(error_response(
+            shared,
+            StatusCode::BAD_REQUEST,
+            "E0000001",
+            "Api validation failed: limit",
+        ));
+    };
+    let Some((page, after)) = parse_cursor(query.get("after")) else {
+        return Err(error_response(
+            shared,
+            StatusCode::BAD_REQUEST,
+            "E0000054",
+            "Invalid pagination properties",
+        ));
+    };
+    Ok((limit, page, after))
+}
+
 fn parse_limit(raw: Option<&String>, default: usize, min: usize, max: usize) -> Option<usize> {
     match raw {
         None => Some(default),
@@ -1391,21 +1420,9 @@ async fn list_app_users(
     }
     let query = parse_query(raw.as_deref());
     // okta-api.md A2: limit min 1, max 500, default 50.
-    let Some(limit) = parse_limit(query.get("limit"), 50, 1, 500) else {
-        return error_response(
-            &shared,
-            StatusCode::BAD_REQUEST,
-            "E0000001",
-            "Api validation failed: limit",
-        );
-    };
-    let Some((page, after)) = parse_cursor(query.get("after")) else {
-        return error_response(
-            &shared,
-            StatusCode::BAD_REQUEST,
-            "E0000054",
-            "Invalid pagination properties",
-        );
+    let (limit, page, after) = match page_params(&shared, &query, 50, 1, 500) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let expand_user = query.get("expand").map(String::as_str) == Some("user");
     let q = query.get("q").map(String::as_str);
@@ -1522,21 +1539,9 @@ async fn list_app_groups(
     }
     let query = parse_query(raw.as_deref());
     // okta-api.md A2: limit min 20, max 200, default 20.
-    let Some(limit) = parse_limit(query.get("limit"), 20, 20, 200) else {
-        return error_response(
-            &shared,
-            StatusCode::BAD_REQUEST,
-            "E0000001",
-            "Api validation failed: limit",
-        );
-    };
-    let Some((page, after)) = parse_cursor(query.get("after")) else {
-        return error_response(
-            &shared,
-            StatusCode::BAD_REQUEST,
-            "E0000054",
-            "Invalid pagination properties",
-        );
+    let (limit, page, after) = match page_params(&shared, &query, 20, 20, 200) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let expand_group = query.get("expand").map(String::as_str) == Some("group");
     let base = shared.base_url.clone();
@@ -1621,21 +1626,9 @@ async fn list_group_users(
 ) -> Response {
     let query = parse_query(raw.as_deref());
     // okta-api.md A2: default 1000, no documented maximum; 10000 keeps pages bounded.
-    let Some(limit) = parse_limit(query.get("limit"), 1000, 1, 10_000) else {
-        return error_response(
-            &shared,
-            StatusCode::BAD_REQUEST,
-            "E0000001",
-            "Api validation failed: limit",
-        );
-    };
-    let Some((page, after)) = parse_cursor(query.get("after")) else {
-        return error_response(
-            &shared,
-            StatusCode::BAD_REQUEST,
-            "E0000054",
-            "Invalid pagination properties",
-        );
+    let (limit, page, after) = match page_params(&shared, &query, 1000, 1, 10_000) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let base = shared.base_url.clone();
     let mut inner = lock(&shared.inner);

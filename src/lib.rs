@@ -5,6 +5,7 @@
 //! - [`model`]: domain types and id newtypes shared by every layer.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`retry`]: the one retry loop (backoff + `Retry-After`) both clients use.
+//! - [`limits`]: capped body reads and clamped durations from untrusted answers (both clients).
 //! - [`okta`]: hand-written Okta Management API client (paging, rate limits, wire types).
 //! - [`scim`]: Postman SCIM client (pacing, retries, SCIM errors, wire types).
 //! - [`groups`]: the pure group planner; [`groups_apply`]: its reads, executor and engine step.
@@ -27,6 +28,7 @@ pub mod engine;
 pub mod groups;
 pub mod groups_apply;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod okta;

@@ -375,6 +375,7 @@ impl Config {
                 "okta.timeout",
                 okta.timeout.as_deref(),
                 Duration::from_secs(30),
+                TIMEOUT,
             )?,
             mapping_user_name: mapping_chain(
                 "okta.mapping.user_name",
@@ -450,6 +451,7 @@ impl Config {
                 "postman.timeout",
                 postman.timeout.as_deref(),
                 Duration::from_secs(30),
+                TIMEOUT,
             )?,
         };
 
@@ -458,12 +460,20 @@ impl Config {
         let full_every = parse_duration(
             "sync.full_every",
             sync.full_every.as_deref(),
-            Duration::from_secs(24 * 3600),
+            DAY,
+            Bounds {
+                min: MINUTE,
+                max: 90 * DAY,
+            },
         )?;
         let stale_after = parse_duration(
             "sync.stale_after",
             sync.stale_after.as_deref(),
-            Duration::from_secs(2 * 3600),
+            2 * HOUR,
+            Bounds {
+                min: MINUTE,
+                max: 90 * DAY,
+            },
         )?;
         let sync_cfg = SyncConfig {
             state_path: sync
@@ -471,7 +481,15 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("/var/lib/okta-postman-sync/state.db")),
             max_deactivations: sync.max_deactivations.unwrap_or(25),
             schedule,
-            jitter: parse_duration("sync.jitter", sync.jitter.as_deref(), Duration::ZERO)?,
+            jitter: parse_duration(
+                "sync.jitter",
+                sync.jitter.as_deref(),
+                Duration::ZERO,
+                Bounds {
+                    min: Duration::ZERO,
+                    max: DAY,
+                },
+            )?,
             full_every,
             stale_after,
             quarantine_after: match sync.quarantine_after.unwrap_or(3) {
@@ -486,7 +504,11 @@ impl Config {
             quarantine_for: parse_duration(
                 "sync.quarantine_for",
                 sync.quarantine_for.as_deref(),
-                Duration::from_secs(24 * 3600),
+                DAY,
+                Bounds {
+                    min: MINUTE,
+                    max: 365 * DAY,
+                },
             )?,
         };
         if sync_cfg.state_path.as_os_str().is_empty() {
@@ -696,20 +718,51 @@ fn parse_url(key: &'static str, value: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// The range a duration setting may take. Zero timeouts would fail every request; absurd
+/// lengths would overflow date arithmetic (a `jitter` of 10^10 years) or silently disable a
+/// safety (a `quarantine_for` of a century), so both are configuration errors naming the key.
+struct Bounds {
+    min: Duration,
+    max: Duration,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Per-request timeouts: at least a second, at most ten minutes.
+const TIMEOUT: Bounds = Bounds {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(600),
+};
+
 fn parse_duration(
     key: &'static str,
     value: Option<&str>,
     default: Duration,
+    bounds: Bounds,
 ) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
+    let d = match value {
+        None => return Ok(default),
         Some(s) => humantime::parse_duration(s.trim()).map_err(|e| {
             ConfigError::invalid(
                 key,
                 format!("{s:?} is not a duration ({e}); write e.g. \"30s\", \"15m\", \"24h\""),
             )
-        }),
+        })?,
+    };
+    if d < bounds.min || d > bounds.max {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "{} is out of range: use {} to {}",
+                humantime::format_duration(d),
+                humantime::format_duration(bounds.min),
+                humantime::format_duration(bounds.max)
+            ),
+        ));
     }
+    Ok(d)
 }
 
 fn mapping_chain(
@@ -834,6 +887,37 @@ mod tests {
         assert!(e.contains("okta.app_id"), "{e}");
         let e = err("[okta]\norg_url = \"https://a.okta.com\"\napp_id = \"0oa1\"\n[okta.mapping]\nuser_name = [\"profile.x\"]\n[postman]\n");
         assert!(e.contains("okta.mapping.user_name"), "{e}");
+    }
+
+    #[test]
+    fn zero_timeouts_and_absurd_durations_are_refused_naming_the_key() {
+        let cases = [
+            ("[postman]", "timeout = \"0s\"", "postman.timeout"),
+            ("[okta]", "timeout = \"0s\"", "okta.timeout"),
+            ("[okta]", "timeout = \"2h\"", "okta.timeout"),
+        ];
+        for (section, line, key) in cases {
+            let text = MINIMAL.replacen(section, &format!("{section}\n{line}"), 1);
+            let e = err(&text);
+            assert!(e.contains(key) && e.contains("out of range"), "{line}: {e}");
+        }
+        for (line, key) in [
+            ("jitter = \"10000000000y\"", "sync.jitter"),
+            ("jitter = \"2d\"", "sync.jitter"),
+            ("quarantine_for = \"500000y\"", "sync.quarantine_for"),
+            ("quarantine_for = \"0s\"", "sync.quarantine_for"),
+            ("full_every = \"0s\"", "sync.full_every"),
+            ("stale_after = \"1000y\"", "sync.stale_after"),
+        ] {
+            let e = err(&format!("{MINIMAL}\n[sync]\n{line}\n"));
+            assert!(e.contains(key), "{line}: {e}");
+        }
+        // The edges of each range are accepted.
+        let ok = Config::parse(&format!(
+            "{MINIMAL}\n[sync]\njitter = \"24h\"\nquarantine_for = \"365d\"\nfull_every = \"1m\"\n"
+        ))
+        .expect("edges are valid");
+        assert_eq!(ok.sync.jitter, Duration::from_secs(86400));
     }
 
     const OAUTH: &str = r#"

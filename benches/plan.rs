@@ -9,7 +9,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use okta_postman_sync::model::{
     DesiredUser, ManagedUser, OktaRead, OktaUserId, PostmanUser, ScimUserId, UserAttrs,
 };
-use okta_postman_sync::plan::{plan, Policy};
+use okta_postman_sync::plan::{plan, Carried, Policy};
 
 const USERS: usize = 100_000;
 
@@ -72,7 +72,7 @@ fn converged(read: &OktaRead) -> (BTreeMap<OktaUserId, ManagedUser>, Vec<Postman
 fn bench_plan(c: &mut Criterion) {
     let read = desired();
     let (snapshot, members) = converged(&read);
-    let quarantined = BTreeMap::new();
+    let quarantined = Carried::default();
     let policy = Policy {
         max_deactivations: 1_000_000,
         allow_deactivations: None,

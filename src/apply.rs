@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::model::{ManagedUser, OktaUserId, PostmanUser, ScimUserId, UserAttrs};
 use crate::plan::{Action, Operation, Plan};
 use crate::scim::{CreateOutcome, ScimClient, ScimError};
-use crate::store::{SnapshotChange, Store, StoreError};
+use crate::store::{PendingWrite, SnapshotChange, Store, StoreError};
 
 /// The store shared by the tasks of a run; calls go through `spawn_blocking`.
 pub type SharedStore = Arc<Mutex<Store>>;
@@ -465,6 +465,41 @@ pub fn describe(e: &ScimError) -> String {
     }
 }
 
+/// What [`recover`] did, and what it could not settle.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Interrupted creates that had happened and were adopted.
+    pub adopted: usize,
+    /// Interrupted creates still open (the lookup failed, or the row is parked). The planner
+    /// holds these users: nobody is created again while the create may have happened.
+    pub open_creates: Vec<PendingWrite>,
+}
+
+impl Recovery {
+    /// The users held back by an open create, with the reason the report shows.
+    pub fn held(&self) -> BTreeMap<OktaUserId, String> {
+        self.open_creates
+            .iter()
+            .map(|p| (p.okta_id.clone(), unresolved_reason(p)))
+            .collect()
+    }
+}
+
+fn unresolved_reason(p: &PendingWrite) -> String {
+    let state = if p.parked {
+        format!(
+            "parked after {} failed attempts; the next full run settles it from the Postman listing",
+            p.attempts
+        )
+    } else {
+        format!("{} failed attempt(s) so far", p.attempts)
+    };
+    match &p.error {
+        Some(e) => format!("an interrupted create could not be verified ({state}): {e}"),
+        None => format!("an interrupted create awaits verification ({state})"),
+    }
+}
+
 /// Resolves writes that were journalled as intended but never confirmed (the process died, or
 /// the outcome was unknown) by looking at Postman, before anything new is planned:
 /// - a create that happened is adopted (snapshot row written), one that did not is abandoned
@@ -472,30 +507,103 @@ pub fn describe(e: &ScimError) -> String {
 /// - updates and (de)activations are idempotent: the snapshot still shows the old state, so the
 ///   plan repeats them; they are closed as abandoned.
 ///
-/// Returns the number of creates that had happened.
-pub async fn recover(scim: &ScimClient, store: &SharedStore) -> Result<usize, RecoverError> {
+/// A create whose lookup fails stays open and fails alone: its attempt is counted, after
+/// [`crate::store::RECOVERY_ATTEMPTS`] it is parked (no more lookups; a full run settles it from the listing,
+/// see [`settle_from_listing`]), and the rest of the run proceeds. Only a store failure is fatal.
+pub async fn recover(scim: &ScimClient, store: &SharedStore) -> Result<Recovery, RecoverError> {
     let pending = with_store(store, |s| s.journal_pending())
         .await
         .map_err(RecoverError::Store)?;
-    let mut adopted = 0;
-    for p in pending {
+    let mut out = Recovery::default();
+    for mut p in pending {
         let mut changes = Vec::new();
         let mut scim_id: Option<ScimUserId> = None;
         if p.op == "create" {
-            let found = scim
-                .find_user_by_name(&p.user_name)
-                .await
-                .map_err(RecoverError::Scim)?;
-            if let Some(u) = found {
-                tracing::info!(user = %p.user_name, scim_id = %u.id, "an interrupted create had happened; adopting the account");
-                scim_id = Some(u.id.clone());
-                changes.push(SnapshotChange::Upsert(ManagedUser {
-                    okta_id: p.okta_id.clone(),
-                    scim_id: u.id,
-                    attrs: u.attrs,
-                    active: u.active,
-                }));
+            if p.parked {
+                out.open_creates.push(p);
+                continue;
+            }
+            match scim.find_user_by_name(&p.user_name).await {
+                Ok(Some(u)) => {
+                    tracing::info!(user = %p.user_name, scim_id = %u.id, "an interrupted create had happened; adopting the account");
+                    scim_id = Some(u.id.clone());
+                    changes.push(SnapshotChange::Upsert(ManagedUser {
+                        okta_id: p.okta_id.clone(),
+                        scim_id: u.id,
+                        attrs: u.attrs,
+                        active: u.active,
+                    }));
+                    out.adopted += 1;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let error = describe(&e);
+                    let id = p.id;
+                    let err2 = error.clone();
+                    let parked = with_store(store, move |s| {
+                        s.journal_recovery_failed(id, &err2, Utc::now())
+                    })
+                    .await
+                    .map_err(RecoverError::Store)?;
+                    p.attempts = p.attempts.saturating_add(1);
+                    p.parked = parked;
+                    if parked {
+                        tracing::error!(user = %p.user_name, attempts = p.attempts, error = %error, "an interrupted create still cannot be verified; parked until a full run settles it");
+                    } else {
+                        tracing::warn!(user = %p.user_name, attempts = p.attempts, error = %error, "an interrupted create could not be verified; the user is held and it is tried again next run");
+                    }
+                    p.error = Some(error);
+                    out.open_creates.push(p);
+                    continue;
+                }
+            }
+        }
+        let resolved = scim_id.is_some();
+        with_store(store, move |s| {
+            s.journal_resolve(p.id, resolved, scim_id.as_ref(), &changes, Utc::now())
+        })
+        .await
+        .map_err(RecoverError::Store)?;
+    }
+    Ok(out)
+}
+
+/// On a full run, settles the creates [`recover`] could not from the complete Postman listing:
+/// the account is there (adopt it) or it is not (the create never happened: abandon the row, and
+/// the plan may create the person). Returns the creates that remain open (none, unless the
+/// store failed) and how many were adopted.
+pub async fn settle_from_listing(
+    store: &SharedStore,
+    open: Vec<PendingWrite>,
+    members: &[PostmanUser],
+) -> Result<usize, RecoverError> {
+    if open.is_empty() {
+        return Ok(0);
+    }
+    let by_name: BTreeMap<String, &PostmanUser> = members
+        .iter()
+        .map(|u| (crate::model::user_name_key(&u.attrs.user_name), u))
+        .collect();
+    let mut adopted = 0;
+    for p in open {
+        let found = by_name.get(&crate::model::user_name_key(&p.user_name));
+        let mut changes = Vec::new();
+        let scim_id = found.map(|u| {
+            changes.push(SnapshotChange::Upsert(ManagedUser {
+                okta_id: p.okta_id.clone(),
+                scim_id: u.id.clone(),
+                attrs: u.attrs.clone(),
+                active: u.active,
+            }));
+            u.id.clone()
+        });
+        match &scim_id {
+            Some(id) => {
                 adopted += 1;
+                tracing::info!(user = %p.user_name, scim_id = %id, "the full listing shows an interrupted create had happened; adopting the account");
+            }
+            None => {
+                tracing::info!(user = %p.user_name, "the full listing shows an interrupted create never happened")
             }
         }
         let resolved = scim_id.is_some();

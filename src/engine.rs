@@ -2,6 +2,7 @@
 //! plan, check the guards, apply, record. This is the I/O shell around the pure planner; the
 //! one-shot `reconcile`, the daemon and the demo all call [`Engine::run`].
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,13 +11,15 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::apply::{describe, recover, with_store, Applier, OpStatus, SharedStore};
+use crate::apply::{
+    describe, recover, settle_from_listing, with_store, Applier, OpStatus, Recovery, SharedStore,
+};
 use crate::config::Config;
 use crate::groups::GroupPolicy;
 use crate::metrics::Metrics;
-use crate::model::PostmanUser;
+use crate::model::{OktaUserId, PostmanUser};
 use crate::okta::{AttributeMapping, OktaClient};
-use crate::plan::{plan, Action, OpKind, Operation, Plan, Policy};
+use crate::plan::{plan, Action, Carried, OpKind, Operation, Plan, Policy, Refusal};
 use crate::scim::ScimClient;
 use crate::store::UnmanagedRecord;
 
@@ -266,13 +269,21 @@ impl Engine {
         let now = report.started_at;
         // What we know from earlier runs.
         let state = with_store(&self.store, move |s| {
-            Ok((s.last_full_run()?, s.quarantined(now)?))
+            Ok((
+                s.last_full_run()?,
+                s.quarantined(now)?,
+                s.missing()?,
+                s.journal_pending()?,
+            ))
         })
         .await;
-        let (last_full, quarantined) = match state {
+        let (last_full, quarantined, missing_before, pending) = match state {
             Ok(v) => v,
             Err(e) => return fail(report, e.to_string()),
         };
+        // A last full run "in the future" (the clock ran ahead and came back) must not stop
+        // full runs until the clock catches up.
+        let last_full = last_full.filter(|t| *t <= now);
         let full = opts.full || last_full.is_none();
         report.full = full;
 
@@ -281,13 +292,23 @@ impl Engine {
             if let Err(e) = with_store(&store, move |s| s.run_started(&id, now, full)).await {
                 return fail(report, e.to_string());
             }
-            // Interrupted writes first: a create that may have happened must be looked up
-            // before the plan could send it again.
+        }
+        // Interrupted writes first: a create that may have happened must be looked up before
+        // the plan could send it again. One that cannot be settled holds only its own user.
+        let recovery = if opts.dry_run {
+            // A dry run looks nothing up: every open create holds its user.
+            Recovery {
+                adopted: 0,
+                open_creates: pending.into_iter().filter(|p| p.op == "create").collect(),
+            }
+        } else {
             match recover(&self.scim, &self.store).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(adopted = n, "resolved interrupted creates"),
+                Ok(r) => r,
                 Err(e) => return fail(report, format!("{e}")),
             }
+        };
+        if recovery.adopted > 0 {
+            tracing::info!(adopted = recovery.adopted, "resolved interrupted creates");
         }
 
         // Okta: the desired state.
@@ -338,6 +359,22 @@ impl Engine {
         } else {
             None
         };
+        let mut held = quarantined;
+        match (&members, opts.dry_run) {
+            // The complete listing settles every create the lookups could not.
+            (Some(members), false) => {
+                if let Err(e) =
+                    settle_from_listing(&self.store, recovery.open_creates, members).await
+                {
+                    return fail(report, e.to_string());
+                }
+            }
+            _ => {
+                for (id, why) in recovery.held() {
+                    held.entry(id).or_insert(why);
+                }
+            }
+        }
 
         let snapshot = match with_store(&self.store, |s| s.snapshot()).await {
             Ok(s) => s,
@@ -353,7 +390,10 @@ impl Engine {
                 &desired,
                 &snapshot,
                 members.as_deref(),
-                &quarantined,
+                &Carried {
+                    held,
+                    missing_before,
+                },
                 &policy,
             )
         };
@@ -375,6 +415,13 @@ impl Engine {
             None
         };
         let group_plan = groups.as_ref().map(|g| g.plan(&snapshot, &group_policy));
+        // Who a listing that lacks managed users would drop, by name, for the refusal.
+        let missing_names: Vec<String> = plan
+            .forget
+            .iter()
+            .chain(&plan.missing)
+            .filter_map(|id| snapshot.get(id).map(|m| m.attrs.user_name.clone()))
+            .collect();
         drop(snapshot);
         tracing::info!(
             create = plan.count(OpKind::Create),
@@ -411,21 +458,24 @@ impl Engine {
 
         let group_refusal = group_plan.as_ref().and_then(|g| g.refusal.as_ref());
         if let Some(refusal) = plan.refusal.as_ref().or(group_refusal) {
-            let mut who: Vec<String> = plan.deactivations().map(|o| o.user_name.clone()).collect();
+            let mut who: Vec<String> = match refusal {
+                Refusal::ManagedMissingFromPostman { .. } => missing_names.clone(),
+                _ => plan.deactivations().map(|o| o.user_name.clone()).collect(),
+            };
             if let Some(g) = &group_plan {
                 who.extend(
                     g.losses()
                         .map(|m| format!("{} (group deletion)", m.user_name)),
                 );
             }
+            let label = match refusal {
+                Refusal::ManagedMissingFromPostman { .. } => "Missing from the listing",
+                _ => "Would deactivate",
+            };
             let msg = if who.is_empty() {
                 refusal.explain()
             } else {
-                format!(
-                    "{}. Would deactivate: {}",
-                    refusal.explain(),
-                    who.join(", ")
-                )
+                format!("{}. {label}: {}", refusal.explain(), who.join(", "))
             };
             tracing::warn!(guard = %msg, "refused by a safety guard");
             report.refusal = Some(msg);
@@ -455,7 +505,18 @@ impl Engine {
                     active: u.active,
                 })
                 .collect();
-            if let Err(e) = with_store(&self.store, move |s| s.replace_unmanaged(&unmanaged)).await
+            let missing: BTreeSet<OktaUserId> = plan.missing.iter().cloned().collect();
+            if !missing.is_empty() {
+                tracing::warn!(
+                    count = missing.len(),
+                    "managed members are missing from the full Postman listing: kept, and forgotten only if the next full listing lacks them too"
+                );
+            }
+            if let Err(e) = with_store(&self.store, move |s| {
+                s.replace_unmanaged(&unmanaged)?;
+                s.set_missing(&missing, Utc::now())
+            })
+            .await
             {
                 return fail(report, e.to_string());
             }

@@ -4,7 +4,7 @@
 //! `apply` executes, so the two can never disagree. The safety guards live here too: no
 //! deactivations from an incomplete Okta read, and a refusal above the deactivation limit.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -27,6 +27,16 @@ impl Policy {
         self.allow_deactivations
             .map_or(self.max_deactivations, |n| n.max(self.max_deactivations))
     }
+}
+
+/// What earlier runs left behind that changes how some users are planned.
+#[derive(Clone, Debug, Default)]
+pub struct Carried {
+    /// Users whose writes are postponed, with the reason: quarantine after repeated failures,
+    /// or an interrupted create that is not resolved yet (nobody is created twice).
+    pub held: BTreeMap<OktaUserId, String>,
+    /// Managed users the previous full Postman listing already lacked.
+    pub missing_before: BTreeSet<OktaUserId>,
 }
 
 /// The kind of an operation, as shown in reports (`op` in the JSON output).
@@ -114,6 +124,12 @@ pub enum Refusal {
     EmptyOktaRead {
         active_managed: usize,
     },
+    /// A full Postman listing lacks more managed users than the deactivation limit: a
+    /// truncated listing, not accounts removed by Postman support.
+    ManagedMissingFromPostman {
+        count: usize,
+        limit: usize,
+    },
 }
 
 impl Refusal {
@@ -128,6 +144,12 @@ impl Refusal {
                 "Okta reported no users assigned to the Postman app while {active_managed} managed members are \
                  active in Postman. This looks like a wrong app_id or a permission problem, not everyone leaving; \
                  nothing was changed. If everyone really left, run `reconcile --allow-deactivations {active_managed}`"
+            ),
+            Refusal::ManagedMissingFromPostman { count, limit } => format!(
+                "the full Postman listing lacks {count} managed members, more than the limit of {limit}. \
+                 A listing cut short by Postman or a proxy looks like this; forgetting them would leave them \
+                 active in Postman after they leave Okta. Nothing was changed. If their accounts really are \
+                 gone, run `reconcile --full --allow-deactivations {count}` once"
             ),
         }
     }
@@ -149,8 +171,12 @@ pub struct Plan {
     pub withheld: Vec<Operation>,
     /// Operations postponed because the user is quarantined (okta id -> reason).
     pub deferred: Vec<(Operation, String)>,
-    /// Snapshot rows whose Postman account no longer exists (full runs only): forgotten.
+    /// Snapshot rows whose Postman account is missing from two consecutive full listings:
+    /// forgotten (full runs only).
     pub forget: Vec<OktaUserId>,
+    /// Managed users missing from this full listing for the first time: kept, marked, and
+    /// planned from the snapshot like on an incremental run (full runs only).
+    pub missing: Vec<OktaUserId>,
     /// Managed users that need nothing.
     pub unchanged: usize,
     /// Postman members no Okta user matches (full runs only).
@@ -191,12 +217,12 @@ struct Current<'a> {
 ///
 /// - `postman`: every Postman member, on full runs; `None` on incremental runs, which trust the
 ///   snapshot.
-/// - `quarantined`: users whose operations are postponed, with the reason.
+/// - `carried`: users held back by earlier failures, and who was missing from the last listing.
 pub fn plan(
     desired: &OktaRead,
     snapshot: &BTreeMap<OktaUserId, ManagedUser>,
     postman: Option<&[PostmanUser]>,
-    quarantined: &BTreeMap<OktaUserId, String>,
+    carried: &Carried,
     policy: &Policy,
 ) -> Plan {
     let mut out = Plan {
@@ -232,8 +258,25 @@ pub fn plan(
                         ));
                     }
                     // Postman has no user DELETE: an account that vanished was removed by Postman
-                    // support. Forget it; the person is created again if still wanted.
-                    None => out.forget.push(m.okta_id.clone()),
+                    // support, or the listing was cut short. One listing is not enough to tell:
+                    // the first time, keep the row and plan from the snapshot; when the next full
+                    // listing lacks it too, forget it (the person is created again if still
+                    // wanted). Forgetting on one listing would un-manage people who are then
+                    // never deactivated when they leave Okta.
+                    None if carried.missing_before.contains(&m.okta_id) => {
+                        out.forget.push(m.okta_id.clone())
+                    }
+                    None => {
+                        out.missing.push(m.okta_id.clone());
+                        current.push((
+                            &m.okta_id,
+                            Current {
+                                scim_id: &m.scim_id,
+                                attrs: &m.attrs,
+                                active: m.active,
+                            },
+                        ));
+                    }
                 }
             }
             for (u, _) in members.iter().zip(&linked).filter(|(_, l)| !**l) {
@@ -351,7 +394,7 @@ pub fn plan(
 
     // Quarantine: postpone, but keep the adoption (it is only a snapshot link).
     for op in ops {
-        match quarantined.get(&op.okta_id) {
+        match carried.held.get(&op.okta_id) {
             Some(why) if op.is_write() => out.deferred.push((op, why.clone())),
             _ => out.operations.push(op),
         }
@@ -377,8 +420,14 @@ pub fn plan(
         .is_some_and(|n| n >= active_managed);
     if desired.complete && desired.users.is_empty() && active_managed > 0 && !explicitly_allowed {
         out.refusal = Some(Refusal::EmptyOktaRead { active_managed });
+    } else if postman.is_some() && out.forget.len() + out.missing.len() > limit {
+        // Guard 3: the Postman side can be a partial read too.
+        out.refusal = Some(Refusal::ManagedMissingFromPostman {
+            count: out.forget.len() + out.missing.len(),
+            limit,
+        });
     } else if deactivations > limit {
-        // Guard 3: the blast-radius limit.
+        // Guard 4: the blast-radius limit.
         out.refusal = Some(Refusal::TooManyDeactivations {
             count: deactivations,
             limit,

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
@@ -130,7 +130,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (okta_group_id, scim_user_id)
     );
     "#,
+    // 3 (issue 11): an interrupted write whose resolution keeps failing is retried a bounded
+    // number of times and then parked, so it cannot block every run; a managed user missing
+    // from a full Postman listing is remembered, and only forgotten when a second consecutive
+    // full listing lacks it too.
+    r#"
+    ALTER TABLE journal ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE journal ADD COLUMN parked_at TEXT;
+    ALTER TABLE users ADD COLUMN missing_since TEXT;
+    "#,
 ];
+
+/// How many runs try to resolve an interrupted write before it is parked (shown in `status`,
+/// `/status` and a metric) and only full runs, which list every Postman member, look at it.
+pub const RECOVERY_ATTEMPTS: u32 = 5;
 
 /// One row of the journal that was intended but never confirmed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +154,24 @@ pub struct PendingWrite {
     pub op: String,
     pub user_name: String,
     pub payload: String,
+    /// Runs that tried and failed to resolve it.
+    pub attempts: u32,
+    /// Set once `attempts` reached [`RECOVERY_ATTEMPTS`].
+    pub parked: bool,
+    /// The last resolution error.
+    pub error: Option<String>,
+}
+
+/// An interrupted write that could not be resolved, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnresolvedWrite {
+    pub okta_id: String,
+    pub user_name: String,
+    pub op: String,
+    pub attempts: u32,
+    pub parked: bool,
+    pub error: Option<String>,
+    pub since: String,
 }
 
 /// What a failed operation left behind for a user.
@@ -220,6 +251,12 @@ pub enum GroupChange {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+}
+
+/// A counter read back from the database, which is untrusted input like any other: negative
+/// values are 0 and huge ones saturate.
+fn clamp_count(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -752,20 +789,18 @@ impl Store {
             "UPDATE journal SET state = 'failed', error = ?2, updated_at = ?3 WHERE id = ?1",
             params![id, error, now_s],
         )?;
+        // Read as i64 and clamped: a damaged row must neither fail the write nor overflow.
         let attempts: u32 = tx
             .query_row(
                 "SELECT attempts FROM failures WHERE okta_id = ?1 AND permanent = ?2",
                 params![okta_id.0, permanent as i64],
-                |r| r.get(0),
+                |r| r.get::<_, i64>(0),
             )
             .optional()?
-            .unwrap_or(0)
-            + 1;
-        let retry_after = (permanent && attempts >= quarantine_after).then(|| {
-            ts(now
-                + ChronoDuration::from_std(quarantine_for)
-                    .unwrap_or_else(|_| ChronoDuration::hours(24)))
-        });
+            .map_or(0, clamp_count)
+            .saturating_add(1);
+        let retry_after = (permanent && attempts >= quarantine_after)
+            .then(|| ts(crate::limits::time_after(now, quarantine_for)));
         tx.execute(
             "INSERT INTO failures (okta_id, user_name, op, error, permanent, attempts, first_failed, last_failed, retry_after)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
@@ -778,10 +813,12 @@ impl Store {
         })
     }
 
-    /// Writes intended but never confirmed (the process died, or the outcome was unknown).
+    /// Writes intended but never confirmed (the process died, or the outcome was unknown),
+    /// parked ones included.
     pub fn journal_pending(&self) -> Result<Vec<PendingWrite>, StoreError> {
         self.collect_rows(
-            "SELECT id, run_id, okta_id, op, user_name, payload FROM journal WHERE state = 'intended' ORDER BY id",
+            "SELECT id, run_id, okta_id, op, user_name, payload, attempts, parked_at, error
+                 FROM journal WHERE state = 'intended' ORDER BY id",
             [],
             |r| {
                 Ok(PendingWrite {
@@ -791,9 +828,102 @@ impl Store {
                     op: r.get(3)?,
                     user_name: r.get(4)?,
                     payload: r.get(5)?,
+                    // A hostile or damaged row must not overflow anything downstream.
+                    attempts: clamp_count(r.get::<_, i64>(6)?),
+                    parked: r.get::<_, Option<String>>(7)?.is_some(),
+                    error: r.get(8)?,
                 })
             },
         )
+    }
+
+    /// Records that resolving an interrupted write failed again; parks it once it has failed
+    /// [`RECOVERY_ATTEMPTS`] times. Returns whether it is now parked. The row stays open
+    /// (`intended`): the write may have happened, so it is never forgotten.
+    pub fn journal_recovery_failed(
+        &mut self,
+        id: i64,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let now = ts(now);
+        self.in_tx(|tx| {
+            tx.execute(
+                "UPDATE journal SET attempts = MIN(MAX(attempts, 0) + 1, 1000000), error = ?2, updated_at = ?3,
+                     parked_at = CASE WHEN parked_at IS NULL AND MAX(attempts, 0) + 1 >= ?4 THEN ?3 ELSE parked_at END
+                 WHERE id = ?1 AND state = 'intended'",
+                params![id, error, now, RECOVERY_ATTEMPTS],
+            )?;
+            tx.query_row(
+                "SELECT parked_at IS NOT NULL FROM journal WHERE id = ?1",
+                params![id],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()
+            .map(|p| p.unwrap_or(false))
+        })
+    }
+
+    /// Interrupted writes still open after recovery tried them, for `status` and `/status`.
+    pub fn journal_unresolved(&self) -> Result<Vec<UnresolvedWrite>, StoreError> {
+        self.collect_rows(
+            "SELECT okta_id, user_name, op, attempts, parked_at, error, created_at FROM journal
+                 WHERE state = 'intended' AND attempts > 0 ORDER BY id",
+            [],
+            |r| {
+                Ok(UnresolvedWrite {
+                    okta_id: r.get(0)?,
+                    user_name: r.get(1)?,
+                    op: r.get(2)?,
+                    attempts: clamp_count(r.get::<_, i64>(3)?),
+                    parked: r.get::<_, Option<String>>(4)?.is_some(),
+                    error: r.get(5)?,
+                    since: r.get(6)?,
+                })
+            },
+        )
+    }
+
+    // ---- managed users missing from a full listing -----------------------------------------
+
+    /// Managed users the last full Postman listing lacked.
+    pub fn missing(&self) -> Result<BTreeSet<OktaUserId>, StoreError> {
+        self.collect_rows(
+            "SELECT okta_id FROM users WHERE missing_since IS NOT NULL",
+            [],
+            |r| Ok(OktaUserId(r.get(0)?)),
+        )
+    }
+
+    /// After a full listing: exactly `missing` are marked missing (keeping the time they were
+    /// first missed), every other managed user is cleared.
+    pub fn set_missing(
+        &mut self,
+        missing: &BTreeSet<OktaUserId>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let now = ts(now);
+        self.in_tx(|tx| {
+            let marked: Vec<String> = tx
+                .prepare("SELECT okta_id FROM users WHERE missing_since IS NOT NULL")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut clear =
+                tx.prepare("UPDATE users SET missing_since = NULL WHERE okta_id = ?1")?;
+            for id in marked
+                .iter()
+                .filter(|id| !missing.contains(&OktaUserId(id.to_string())))
+            {
+                clear.execute(params![id])?;
+            }
+            let mut mark = tx.prepare(
+                "UPDATE users SET missing_since = COALESCE(missing_since, ?2) WHERE okta_id = ?1",
+            )?;
+            for id in missing {
+                mark.execute(params![id.0, now])?;
+            }
+            Ok(())
+        })
     }
 
     /// Number of journal rows in each state (for tests and `status`).
@@ -823,7 +953,11 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<OktaUserId, String>, StoreError> {
         self.collect_rows(
-            "SELECT okta_id, op, error, retry_after FROM failures WHERE retry_after IS NOT NULL AND retry_after > ?1",
+            // A failure recorded "in the future" comes from a clock that ran ahead and came back:
+            // its quarantine would last far longer than `quarantine_for`, so it is not honoured
+            // (the user is tried again and, if it still fails, quarantined from the real now).
+            "SELECT okta_id, op, error, retry_after FROM failures
+                 WHERE retry_after IS NOT NULL AND retry_after > ?1 AND last_failed <= ?1",
             params![ts(now)],
             |r| {
                 Ok((
@@ -851,7 +985,7 @@ impl Store {
                     op: r.get(2)?,
                     error: r.get(3)?,
                     permanent: r.get::<_, i64>(4)? != 0,
-                    attempts: r.get(5)?,
+                    attempts: clamp_count(r.get::<_, i64>(5)?),
                     first_failed: r.get(6)?,
                     last_failed: r.get(7)?,
                     retry_after: r.get(8)?,
@@ -1040,6 +1174,7 @@ impl StateLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Duration as ChronoDuration;
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z")
@@ -1199,6 +1334,115 @@ mod tests {
         assert!(s.failures().expect("f").is_empty());
     }
 
+    #[test]
+    fn an_unresolvable_interrupted_write_is_counted_then_parked_and_never_closed() {
+        let mut s = Store::in_memory().expect("mem");
+        let id = OktaUserId::new("00uann");
+        let j = s
+            .journal_intend("r", &id, "create", "ann@example.com", "{}", now())
+            .expect("intend");
+        for attempt in 1..=RECOVERY_ATTEMPTS {
+            let parked = s
+                .journal_recovery_failed(j, "400 invalid filter", now())
+                .expect("record");
+            assert_eq!(parked, attempt == RECOVERY_ATTEMPTS, "attempt {attempt}");
+        }
+        let pending = s.journal_pending().expect("pending");
+        assert_eq!(pending.len(), 1, "the row stays open");
+        assert!(pending[0].parked);
+        assert_eq!(pending[0].attempts, RECOVERY_ATTEMPTS);
+        let unresolved = s.journal_unresolved().expect("unresolved");
+        assert_eq!(unresolved.len(), 1);
+        assert_eq!(unresolved[0].error.as_deref(), Some("400 invalid filter"));
+        // Pruning never removes it: recovery still needs it.
+        s.journal_prune(now() + ChronoDuration::days(400))
+            .expect("prune");
+        assert_eq!(s.journal_pending().expect("pending").len(), 1);
+    }
+
+    #[test]
+    fn damaged_counters_in_the_database_neither_fail_nor_overflow() {
+        let mut s = Store::in_memory().expect("mem");
+        let id = OktaUserId::new("00uann");
+        s.conn
+            .execute(
+                "INSERT INTO failures VALUES ('00uann', 'ann@example.com', 'create', 'x', 1, 9223372036854775807, 'a', 'a', NULL)",
+                [],
+            )
+            .expect("row");
+        assert_eq!(s.failures().expect("failures")[0].attempts, u32::MAX);
+        let j = s
+            .journal_intend("r", &id, "create", "ann@example.com", "{}", now())
+            .expect("intend");
+        s.journal_failed(
+            j,
+            &id,
+            "ann@example.com",
+            "create",
+            "400",
+            true,
+            3,
+            std::time::Duration::from_secs(u64::MAX),
+            now(),
+        )
+        .expect("a huge counter and duration are clamped");
+        let j2 = s
+            .journal_intend("r", &id, "create", "ann@example.com", "{}", now())
+            .expect("intend");
+        s.conn
+            .execute("UPDATE journal SET attempts = -5 WHERE id = ?1", [j2])
+            .expect("row");
+        assert_eq!(s.journal_pending().expect("pending")[0].attempts, 0);
+        assert!(!s
+            .journal_recovery_failed(j2, "e", now())
+            .expect("a negative counter counts from 0"));
+        assert_eq!(s.journal_pending().expect("pending")[0].attempts, 1);
+    }
+
+    #[test]
+    fn a_quarantine_recorded_in_the_future_is_not_honoured() {
+        let mut s = Store::in_memory().expect("mem");
+        let id = OktaUserId::new("00uann");
+        // The clock ran a year ahead when the failure was recorded, then came back.
+        let ahead = now() + ChronoDuration::days(365);
+        let j = s
+            .journal_intend("r", &id, "create", "ann@example.com", "{}", ahead)
+            .expect("intend");
+        s.journal_failed(
+            j,
+            &id,
+            "ann@example.com",
+            "create",
+            "400",
+            true,
+            1,
+            std::time::Duration::from_secs(3600),
+            ahead,
+        )
+        .expect("failed");
+        assert!(s.quarantined(now()).expect("q").is_empty());
+        assert_eq!(s.quarantined(ahead).expect("q").len(), 1);
+    }
+
+    #[test]
+    fn missing_marks_keep_their_first_time_and_clear_when_listed_again() {
+        let mut s = Store::in_memory().expect("mem");
+        s.apply_changes(&[SnapshotChange::Upsert(ann())], now())
+            .expect("ann");
+        let ann_id: BTreeSet<OktaUserId> = [ann().okta_id].into();
+        s.set_missing(&ann_id, now()).expect("mark");
+        s.set_missing(&ann_id, now() + ChronoDuration::days(1))
+            .expect("mark again");
+        let since: String = s
+            .conn
+            .query_row("SELECT missing_since FROM users", [], |r| r.get(0))
+            .expect("since");
+        assert_eq!(since, ts(now()));
+        assert_eq!(s.missing().expect("missing"), ann_id);
+        s.set_missing(&BTreeSet::new(), now()).expect("clear");
+        assert!(s.missing().expect("missing").is_empty());
+    }
+
     fn eng() -> ManagedGroup {
         ManagedGroup {
             okta_id: OktaGroupId::new("00geng"),
@@ -1226,7 +1470,10 @@ mod tests {
             tx.commit().expect("commit");
         }
         let mut s = Store::open(&path).expect("migrate");
-        assert_eq!(s.schema_version().expect("version"), 2);
+        assert_eq!(
+            s.schema_version().expect("version"),
+            MIGRATIONS.len() as i64
+        );
         assert_eq!(s.snapshot().expect("snapshot").len(), 1);
         assert!(s.group_snapshot().expect("groups").is_empty());
         s.apply_changes(&[SnapshotChange::Group(GroupChange::Upsert(eng()))], now())

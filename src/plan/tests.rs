@@ -2,7 +2,6 @@
 
 use super::*;
 use proptest::prelude::*;
-use std::collections::BTreeSet;
 
 fn attrs(name: &str) -> UserAttrs {
     UserAttrs {
@@ -92,8 +91,8 @@ fn kinds(p: &Plan) -> Vec<(OpKind, String)> {
         .collect()
 }
 
-fn none() -> BTreeMap<OktaUserId, String> {
-    BTreeMap::new()
+fn none() -> Carried {
+    Carried::default()
 }
 
 #[test]
@@ -348,23 +347,101 @@ fn full_run_repairs_drift_made_by_hand_in_postman() {
     );
 }
 
+fn missing_before(ids: &[&str]) -> Carried {
+    Carried {
+        missing_before: ids.iter().map(|i| okta_id(i)).collect(),
+        ..Carried::default()
+    }
+}
+
 #[test]
-fn vanished_postman_account_is_forgotten_and_recreated() {
+fn vanished_postman_account_is_forgotten_and_recreated_after_two_listings() {
     let p = plan(
         &read(vec![user("ann")]),
         &snap(vec![managed("ann", true)]),
         Some(&[]),
-        &none(),
+        &missing_before(&["ann"]),
         &policy(),
     );
     assert_eq!(p.forget, vec![okta_id("ann")]);
+    assert!(p.missing.is_empty());
     assert_eq!(kinds(&p), vec![(OpKind::Create, "ann@example.com".into())]);
 }
 
 #[test]
+fn an_account_missing_from_one_listing_is_kept_and_planned_from_the_snapshot() {
+    // Ann is still wanted, Bob left Okta: both are missing from this (truncated) listing.
+    let p = plan(
+        &read(vec![user("ann")]),
+        &snap(vec![managed("ann", true), managed("bob", true)]),
+        Some(&[]),
+        &none(),
+        &policy(),
+    );
+    assert!(p.forget.is_empty(), "{:?}", p.forget);
+    assert_eq!(p.missing, vec![okta_id("ann"), okta_id("bob")]);
+    // Nobody is created twice, and Bob is still deactivated.
+    assert_eq!(
+        kinds(&p),
+        vec![(OpKind::Deactivate, "bob@example.com".into())]
+    );
+    assert!(p.refusal.is_none());
+}
+
+#[test]
+fn a_listing_that_lacks_more_managed_users_than_the_limit_is_refused() {
+    let names: Vec<String> = (0..6).map(|i| format!("u{i}")).collect();
+    let users = || names.iter().map(|n| user(n)).collect::<Vec<_>>();
+    let managed_users: Vec<_> = names.iter().map(|n| managed(n, true)).collect();
+    let strict = Policy {
+        max_deactivations: 5,
+        allow_deactivations: None,
+    };
+    let p = plan(
+        &read(users()),
+        &snap(managed_users.clone()),
+        Some(&[]),
+        &none(),
+        &strict,
+    );
+    assert_eq!(
+        p.refusal,
+        Some(Refusal::ManagedMissingFromPostman { count: 6, limit: 5 })
+    );
+    // The second listing in a row counts the same (forgetting is what the guard protects).
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let p = plan(
+        &read(users()),
+        &snap(managed_users.clone()),
+        Some(&[]),
+        &missing_before(&all),
+        &strict,
+    );
+    assert!(matches!(
+        p.refusal,
+        Some(Refusal::ManagedMissingFromPostman { count: 6, .. })
+    ));
+    // An operator who checked lets it through.
+    let allowed = Policy {
+        allow_deactivations: Some(6),
+        ..strict
+    };
+    let p = plan(
+        &read(users()),
+        &snap(managed_users),
+        Some(&[]),
+        &missing_before(&all),
+        &allowed,
+    );
+    assert!(p.refusal.is_none());
+    assert_eq!(p.forget.len(), 6);
+}
+
+#[test]
 fn quarantined_users_are_deferred_while_others_proceed() {
-    let mut q = BTreeMap::new();
-    q.insert(okta_id("ann"), "400 domain not verified".to_string());
+    let mut q = Carried::default();
+    q.held
+        .insert(okta_id("ann"), "400 domain not verified".to_string());
     let p = plan(
         &read(vec![user("ann"), user("bob")]),
         &snap(vec![]),

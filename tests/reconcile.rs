@@ -352,6 +352,125 @@ async fn full_run_repairs_drift_made_by_hand_in_postman() {
 }
 
 #[tokio::test]
+async fn a_truncated_postman_listing_does_not_unmanage_people_who_later_leave_okta() {
+    let w = World::new().await;
+    let ann = w.okta_user("Ann", "Lee");
+    w.okta_user("Bob", "Ray");
+    assert_eq!(w.run().await.outcome, Outcome::Ok);
+    // A full listing cut short: Ann's account is still there but not listed.
+    w.postman.hide_from_listing("ann.lee@example.com");
+    let r = w.run_full().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
+    assert_eq!(r.counts.create, 0, "nobody is created twice");
+    let snapshot = Store::open(&w.state_path())
+        .expect("store")
+        .snapshot()
+        .expect("snapshot");
+    assert!(
+        snapshot.contains_key(&ann),
+        "one listing does not forget Ann"
+    );
+    // Ann leaves Okta: she is deactivated, not left active as an unmanaged member.
+    w.okta.unassign_user(&ann).expect("unassign");
+    let r = w.run().await;
+    assert_eq!(r.counts.deactivate, 1, "{:?}", r.operations);
+    assert!(!w.member("ann.lee@example.com").expect("listed").active);
+}
+
+#[tokio::test]
+async fn a_listing_that_lacks_many_managed_users_is_refused_and_names_them() {
+    let mut w = World::new().await;
+    w.extra_sync = "max_deactivations = 2".into();
+    for i in 0..5 {
+        w.okta_user(&format!("User{i}"), "Test");
+    }
+    assert_eq!(w.run().await.outcome, Outcome::Ok);
+    for i in 0..3 {
+        w.postman
+            .hide_from_listing(&format!("user{i}.test@example.com"));
+    }
+    let writes = w.writes();
+    let r = w.run_full().await;
+    assert_eq!(r.outcome, Outcome::Refused, "{:?}", r.errors);
+    let refusal = r.refusal.expect("explained");
+    assert!(
+        refusal.contains("user0.test@example.com") && refusal.contains("lacks 3 managed"),
+        "{refusal}"
+    );
+    assert_eq!(w.writes(), writes, "a refused run changes nothing");
+    let store = Store::open(&w.state_path()).expect("store");
+    assert_eq!(store.snapshot().expect("snapshot").len(), 5);
+    assert!(
+        store.missing().expect("missing").is_empty(),
+        "no marks either"
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_create_that_cannot_be_resolved_holds_only_its_user() {
+    let w = World::new().await;
+    w.okta_user("Bob", "Ray");
+    assert_eq!(w.run().await.outcome, Outcome::Ok);
+    // A create of Ann was interrupted, and Postman refuses every lookup of her userName.
+    let ann = w.okta_user("Ann", "Lee");
+    {
+        let mut s = Store::open(&w.state_path()).expect("store");
+        s.journal_intend(
+            "crashed",
+            &ann,
+            "create",
+            "ann.lee@example.com",
+            "{}",
+            chrono::Utc::now(),
+        )
+        .expect("intend");
+    }
+    w.postman
+        .fail_lookup("ann.lee@example.com", 400, "invalid filter");
+    w.okta_user("Cat", "Poe");
+    for attempt in 1..=okta_postman_sync::store::RECOVERY_ATTEMPTS + 1 {
+        let r = w.run().await;
+        assert_ne!(
+            r.outcome,
+            Outcome::Failed,
+            "attempt {attempt}: {:?}",
+            r.errors
+        );
+        assert!(
+            w.member("cat.poe@example.com").is_some(),
+            "the rest of the run proceeds"
+        );
+        assert!(
+            w.member("ann.lee@example.com").is_none(),
+            "Ann is not created while the create may have happened"
+        );
+        let held = r
+            .deferred
+            .iter()
+            .find(|o| o.user_name == "ann.lee@example.com")
+            .expect("Ann is held");
+        assert!(
+            held.error
+                .as_deref()
+                .is_some_and(|e| e.contains("interrupted create")),
+            "{held:?}"
+        );
+    }
+    let store = Store::open(&w.state_path()).expect("store");
+    let open = store.journal_unresolved().expect("unresolved");
+    assert_eq!(open.len(), 1);
+    assert!(open[0].parked, "{open:?}");
+    drop(store);
+    // A full run settles it from the listing: the create never happened, so Ann is created.
+    let r = w.run_full().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
+    assert!(w.member("ann.lee@example.com").is_some());
+    assert_eq!(w.members_without_duplicates().len(), 3);
+    let store = Store::open(&w.state_path()).expect("store");
+    assert!(store.journal_pending().expect("pending").is_empty());
+}
+
+#[tokio::test]
 async fn losing_the_state_file_recreates_nothing_and_deactivates_nobody() {
     let w = World::new().await;
     let ann = w.okta_user("Ann", "Lee");

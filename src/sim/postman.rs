@@ -187,6 +187,11 @@ struct PostmanState {
     invite_emails: BTreeSet<String>,
     invite_domains: BTreeSet<String>,
     failing_users: BTreeMap<String, TargetedFailure>,
+    /// Lowercased userNames whose `userName eq` lookup fails (a value Postman's filter parser
+    /// chokes on, say).
+    failing_lookups: BTreeMap<String, TargetedFailure>,
+    /// Lowercased userNames left out of the unfiltered listing: a listing cut short.
+    hidden: BTreeSet<String>,
     id_rng: SmallRng,
 }
 
@@ -267,6 +272,8 @@ impl FakePostman {
                 invite_emails: BTreeSet::new(),
                 invite_domains: BTreeSet::new(),
                 failing_users: BTreeMap::new(),
+                failing_lookups: BTreeMap::new(),
+                hidden: BTreeSet::new(),
                 id_rng: SmallRng::seed_from_u64(config.seed),
             },
             stats: PostmanStats::default(),
@@ -342,7 +349,32 @@ impl FakePostman {
     }
 
     pub fn clear_targeted_faults(&self) {
-        self.with(|s| s.failing_users.clear());
+        self.with(|s| {
+            s.failing_users.clear();
+            s.failing_lookups.clear();
+            s.hidden.clear();
+        });
+    }
+
+    /// A `userName eq` lookup of this userName fails with this status until
+    /// [`FakePostman::clear_targeted_faults`].
+    pub fn fail_lookup(&self, user_name: &str, status: u16, detail: &str) {
+        self.with(|s| {
+            s.failing_lookups.insert(
+                key(user_name),
+                TargetedFailure {
+                    status,
+                    scim_type: None,
+                    detail: detail.to_string(),
+                },
+            )
+        });
+    }
+
+    /// The unfiltered listing leaves this member out (and counts without them), as a listing
+    /// cut short by a server or proxy would, until [`FakePostman::clear_targeted_faults`].
+    pub fn hide_from_listing(&self, user_name: &str) {
+        self.with(|s| s.hidden.insert(key(user_name)));
     }
 
     /// All SCIM users, in listing (creation) order.
@@ -983,6 +1015,24 @@ async fn list_users(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuery) 
     let s = &inner.state;
     let render = |id: &String| s.users.get(id).map(|u| user_json(&shared.scim_url, id, u));
     match filter {
+        None if !s.hidden.is_empty() => {
+            let visible: Vec<&String> = s
+                .order
+                .iter()
+                .filter(|id| {
+                    s.users
+                        .get(*id)
+                        .is_some_and(|u| !s.hidden.contains(&key(&u.user_name)))
+                })
+                .collect();
+            let page: Vec<Value> = visible
+                .iter()
+                .skip(start - 1)
+                .take(count)
+                .filter_map(|id| render(id))
+                .collect();
+            list_response(visible.len(), start, page)
+        }
         None => {
             let page: Vec<Value> = s
                 .order
@@ -992,6 +1042,11 @@ async fn list_users(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuery) 
                 .filter_map(render)
                 .collect();
             list_response(s.order.len(), start, page)
+        }
+        Some((_, value)) if s.failing_lookups.contains_key(&key(&value)) => {
+            let f = &s.failing_lookups[&key(&value)];
+            let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST);
+            scim_error(status, f.scim_type.as_deref(), &f.detail)
         }
         Some((attr, value)) if attr == "userName" => {
             // Case-sensitive, exact (A4.2): a differently cased lookup misses (B5).

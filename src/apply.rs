@@ -71,6 +71,32 @@ pub struct Applier {
     pub cancel: CancellationToken,
 }
 
+/// How long a write already on the wire may take to finish once a stop is asked for, before it
+/// is abandoned to the journal (its entry stays open and the next run resolves it). Together
+/// with reads that stop at once, this keeps `reconcile` and `run` well inside the 10 s between
+/// SIGTERM and SIGKILL that systemd and Kubernetes allow.
+pub const WRITE_GRACE: Duration = Duration::from_secs(3);
+
+/// Runs `fut` (one journalled write) to completion, unless `stop` fires and the write then
+/// outlasts [`WRITE_GRACE`] (a 429 back-off, a slow server): `None`, and the write is dropped.
+pub(crate) async fn unless_stopped<F: std::future::Future>(
+    stop: &CancellationToken,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        v = fut => Some(v),
+        () = async {
+            stop.cancelled().await;
+            tokio::time::sleep(WRITE_GRACE).await;
+        } => None,
+    }
+}
+
+/// Why an operation dropped by [`unless_stopped`] did not finish.
+pub(crate) const STOPPED_MID_WRITE: &str =
+    "the run was stopped during this operation; its journal entry stays open and the next run resolves it";
+
 /// Raised inside a user's task when the store cannot record what happened: the run stops.
 struct Fatal(StoreError);
 
@@ -127,9 +153,12 @@ impl Applier {
                                 why: "an earlier operation for this user failed".into(),
                             }
                         } else {
-                            match self.execute(op).await {
-                                Ok(s) => s,
-                                Err(Fatal(e)) => {
+                            match unless_stopped(stop, self.execute(op)).await {
+                                None => OpStatus::NotRun {
+                                    why: STOPPED_MID_WRITE.into(),
+                                },
+                                Some(Ok(s)) => s,
+                                Some(Err(Fatal(e))) => {
                                     let msg = e.to_string();
                                     let mut f = fatal.lock().unwrap_or_else(|p| p.into_inner());
                                     f.get_or_insert(e);

@@ -302,9 +302,13 @@ impl Engine {
                 open_creates: pending.into_iter().filter(|p| p.op == "create").collect(),
             }
         } else {
-            match recover(&self.scim, &self.store).await {
-                Ok(r) => r,
-                Err(e) => return fail(report, format!("{e}")),
+            match cancel
+                .run_until_cancelled(recover(&self.scim, &self.store))
+                .await
+            {
+                None => return stopped(report, "resolving interrupted writes"),
+                Some(Ok(r)) => r,
+                Some(Err(e)) => return fail(report, format!("{e}")),
             }
         };
         if recovery.adopted > 0 {
@@ -314,14 +318,13 @@ impl Engine {
         // Okta: the desired state.
         let desired = {
             let span = tracing::info_span!("okta.fetch");
-            match self
-                .okta
-                .read_app_users(&self.mapping)
-                .instrument(span)
-                .await
-            {
-                Ok(read) => read,
-                Err(partial) => {
+            let read = cancel
+                .run_until_cancelled(self.okta.read_app_users(&self.mapping).instrument(span))
+                .await;
+            match read {
+                None => return stopped(report, "reading Okta"),
+                Some(Ok(read)) => read,
+                Some(Err(partial)) => {
                     let msg = match partial.error.hint() {
                         Some(h) => format!("reading Okta app users: {}. {h}", partial.error),
                         None => format!("reading Okta app users: {}", partial.error),
@@ -345,14 +348,17 @@ impl Engine {
         // Postman: every member, on full runs.
         let members: Option<Vec<PostmanUser>> = if full {
             let mut members = Vec::new();
-            let listed = self
-                .scim
-                .list_users(|u| members.push(u))
-                .instrument(tracing::info_span!("scim.list"))
+            let listed = cancel
+                .run_until_cancelled(
+                    self.scim
+                        .list_users(|u| members.push(u))
+                        .instrument(tracing::info_span!("scim.list")),
+                )
                 .await;
             match listed {
-                Ok(_) => Some(members),
-                Err(e) => {
+                None => return stopped(report, "listing Postman members"),
+                Some(Ok(_)) => Some(members),
+                Some(Err(e)) => {
                     return fail(report, format!("listing Postman members: {}", describe(&e)))
                 }
             }
@@ -410,7 +416,13 @@ impl Engine {
                 .collect(),
         };
         let groups = if self.config.groups.enabled {
-            self.prepare_groups(full, report).await
+            match cancel
+                .run_until_cancelled(self.prepare_groups(full, report))
+                .await
+            {
+                None => return stopped(report, "reading groups"),
+                Some(g) => g,
+            }
         } else {
             None
         };
@@ -577,6 +589,16 @@ impl Engine {
             }
         }
     }
+}
+
+/// A stop (SIGTERM, SIGINT, the daemon shutting down) arrived during a read: nothing has been
+/// written by this step, and nothing is half-done.
+fn stopped(report: &mut RunReport, during: &str) {
+    tracing::warn!(during, "stopped before the run could finish");
+    report.errors.push(format!(
+        "stopped while {during}; nothing was changed by this step"
+    ));
+    report.outcome = Outcome::Failed;
 }
 
 fn fail(report: &mut RunReport, msg: String) {

@@ -12,7 +12,9 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::apply::{describe, with_store, OpStatus, SharedStore};
+use crate::apply::{
+    describe, unless_stopped, with_store, OpStatus, SharedStore, STOPPED_MID_WRITE,
+};
 use crate::engine::{Engine, OpReport, RunReport};
 use crate::groups::{
     plan_groups, select_groups, GroupAction, GroupOperation, GroupPlan, GroupPolicy, GroupRead,
@@ -101,9 +103,12 @@ impl GroupApplier {
                     why: "an earlier operation for this group failed".into(),
                 }
             } else {
-                match self.execute(op, &mut created).await {
-                    Ok(s) => s,
-                    Err(Fatal(e)) => {
+                match unless_stopped(&self.cancel, self.execute(op, &mut created)).await {
+                    None => OpStatus::NotRun {
+                        why: STOPPED_MID_WRITE.into(),
+                    },
+                    Some(Ok(s)) => s,
+                    Some(Err(Fatal(e))) => {
                         let msg = e.to_string();
                         fatal = Some(e);
                         OpStatus::Failed {

@@ -361,3 +361,113 @@ async fn check_explains_a_key_whose_creator_left_the_team() {
         "the advice is given once: {all}"
     );
 }
+
+/// Polls `cond` every 20 ms for at most `secs` seconds.
+async fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+/// Sends SIGTERM and waits for the child for at most `limit`: its exit code, or `None` when it
+/// was still running (it is then killed, so the test cannot hang).
+async fn terminate(mut child: std::process::Child, limit: std::time::Duration) -> Option<i32> {
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test]
+async fn sigterm_during_a_slow_okta_read_stops_reconcile_within_ten_seconds() {
+    let w = World::new().await;
+    w.okta_user("Ann", "Lee");
+    // Every Okta answer takes two minutes: the run is stuck in its first read.
+    w.okta.set_latency(std::time::Duration::from_secs(120));
+    let child = bin()
+        .arg("--config")
+        .arg(w.config_path())
+        .arg("reconcile")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        wait_for(20, || w
+            .okta
+            .stats()
+            .requests
+            .by_method
+            .get("GET")
+            .is_some_and(|n| *n >= 1))
+        .await,
+        "the read started"
+    );
+    let code = terminate(child, std::time::Duration::from_secs(10)).await;
+    assert_eq!(
+        code,
+        Some(1),
+        "exits 1 (not converged) within 10 s of SIGTERM"
+    );
+    assert_eq!(w.postman.stats().writes, 0);
+}
+
+#[tokio::test]
+async fn sigterm_during_a_slow_postman_write_stops_within_ten_seconds_and_the_journal_finishes_it()
+{
+    let w = World::new().await;
+    w.okta_user("Ann", "Lee");
+    assert_eq!(
+        w.run().await.outcome,
+        okta_postman_sync::engine::Outcome::Ok
+    );
+    w.okta_user("Bob", "Ray");
+    // Postman holds every answer for two minutes: the create of Bob is on the wire.
+    w.postman.set_latency(std::time::Duration::from_secs(120));
+    let before = w.postman.stats().writes;
+    let child = bin()
+        .arg("--config")
+        .arg(w.config_path())
+        .arg("reconcile")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        wait_for(20, || w.postman.stats().writes > before).await,
+        "the write started"
+    );
+    let code = terminate(child, std::time::Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1), "exits 1 within 10 s of SIGTERM");
+    // The interrupted create is resolved by the next run: Bob exists exactly once.
+    w.postman.set_latency(std::time::Duration::ZERO);
+    let r = w.run().await;
+    assert_eq!(
+        r.outcome,
+        okta_postman_sync::engine::Outcome::Ok,
+        "{:?}",
+        r.errors
+    );
+    let members = w.members_without_duplicates();
+    assert!(members.contains_key("bob.ray@example.com"), "{members:?}");
+    assert_eq!(members.len(), 2);
+}

@@ -5,6 +5,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Everything this process creates (the state database with every member's email, its
+    // -wal/-shm, the lock file, saved output) is private to the service user, whatever umask
+    // the service manager or shell left us.
+    #[cfg(unix)]
+    // SAFETY: umask only swaps the process's file-mode mask; it cannot fail and touches no memory.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = match okta_postman_sync::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -278,6 +278,12 @@ impl Store {
                 }
             }
         }
+        if !exists {
+            create_private(path).map_err(|e| StoreError::Unreadable {
+                path: path.to_path_buf(),
+                detail: format!("creating the file: {e}"),
+            })?;
+        }
         let flags = if exists {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
         } else {
@@ -1116,6 +1122,54 @@ impl Store {
     }
 }
 
+/// Opens (creating it 0600 if needed) a file this process owns next to the state: never through
+/// a symlink, and only a plain file with one link, so that a planted link cannot make us write
+/// to (or truncate) another file.
+fn open_private(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    let file = options.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            std::io::Error::other(format!(
+                "{} is a symbolic link; refusing to follow it. Remove the link (okta-postman-sync creates this file itself)",
+                path.display()
+            ))
+        } else {
+            e
+        }
+    })?;
+    let meta = file.metadata()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if !meta.is_file() || meta.nlink() > 1 {
+            return Err(std::io::Error::other(format!(
+                "{} is not a plain file of its own (a hard link or a special file); refusing to use it. Remove it",
+                path.display()
+            )));
+        }
+    }
+    Ok(file)
+}
+
+/// Creates a new, empty state database file with mode 0600 before SQLite opens it: it holds
+/// every member's email. SQLite gives its `-wal` and `-shm` files the same mode.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path).map(drop)
+}
+
 /// The single-writer lock: an exclusive OS file lock on `<state_path>.lock`, held for as long
 /// as the value lives. The kernel releases it when the process dies, even on `kill -9`.
 pub struct StateLock {
@@ -1128,16 +1182,10 @@ impl StateLock {
         let mut lock_path = state_path.as_os_str().to_owned();
         lock_path.push(".lock");
         let path = PathBuf::from(lock_path);
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| StoreError::Unreadable {
-                path: path.clone(),
-                detail: e.to_string(),
-            })?;
+        let mut file = open_private(&path).map_err(|e| StoreError::Unreadable {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

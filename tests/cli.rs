@@ -471,3 +471,67 @@ async fn sigterm_during_a_slow_postman_write_stops_within_ten_seconds_and_the_jo
     assert!(members.contains_key("bob.ray@example.com"), "{members:?}");
     assert_eq!(members.len(), 2);
 }
+
+#[tokio::test]
+async fn the_state_and_lock_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new().await;
+    w.okta_user("Ann", "Lee");
+    // A permissive umask, as a shell or a unit without UMask= leaves it.
+    let mut cmd = bin();
+    cmd.arg("--config").arg(w.config_path()).arg("reconcile");
+    let cmd = {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask in the forked child before exec touches no shared state.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0o022);
+                Ok(())
+            });
+        }
+        cmd
+    };
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let state = w.state_path().display().to_string();
+    let mut checked = 0;
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let path = format!("{state}{suffix}");
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue; // -wal/-shm may have been checkpointed away
+        };
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{path}");
+        checked += 1;
+    }
+    assert!(checked >= 2, "the database and the lock file exist");
+}
+
+#[tokio::test]
+async fn a_lock_file_planted_as_a_symlink_is_refused_and_its_target_untouched() {
+    let w = World::new().await;
+    w.okta_user("Ann", "Lee");
+    let victim = w.dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").expect("victim");
+    let lock = format!("{}.lock", w.state_path().display());
+    std::os::unix::fs::symlink(&victim, &lock).expect("plant the link");
+    let mut cmd = bin();
+    cmd.arg("--config").arg(w.config_path()).arg("reconcile");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("symbolic link"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious"
+    );
+    // A hard link is refused too.
+    std::fs::remove_file(&lock).expect("unlink");
+    std::fs::hard_link(&victim, &lock).expect("hard link");
+    let mut cmd = bin();
+    cmd.arg("--config").arg(w.config_path()).arg("reconcile");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious"
+    );
+}

@@ -1681,4 +1681,381 @@ mod tests {
         assert!(text.contains("rate_limit_wait_seconds_total{api=\"scim\"}"));
         assert!(!text.contains("retries_total"));
     }
+    // -----------------------------------------------------------------------------------------
+    // Hostile upstreams
+
+    /// What a [`raw_server`] connection answers after reading a request head.
+    #[derive(Clone, Copy)]
+    enum RawAnswer {
+        /// This head (status line and headers), then the connection is held open.
+        Head(&'static str),
+        /// This head, then 16 KiB chunks of a chunked body until the client goes away.
+        Endless(&'static str),
+    }
+
+    /// A tiny HTTP/1.1 server on 127.0.0.1:0 for what wiremock cannot do (a lying
+    /// `Content-Length`, a body that never ends). Returns its SCIM base URL and a count of the
+    /// request heads it read.
+    async fn raw_server(answer: RawAnswer) -> (Url, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::AtomicUsize;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let heads = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&heads);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    match answer {
+                        RawAnswer::Head(head) => {
+                            if conn.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            // Hold the connection until the client drops it.
+                            while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                        }
+                        RawAnswer::Endless(head) => {
+                            if conn.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            let chunk = format!("4000\r\n{}\r\n", "x".repeat(0x4000));
+                            while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+                        }
+                    }
+                });
+            }
+        });
+        let url = Url::parse(&format!("http://{addr}/scim/v2")).expect("url");
+        (url, heads)
+    }
+
+    fn raw_client(base: Url, max_body_bytes: usize) -> ScimClient {
+        let cfg = ScimClientConfig {
+            base_url: base,
+            api_key: SecretString::from(KEY),
+            auth_scheme: AuthScheme::Raw,
+            writes_per_minute: 60_000,
+            reads_per_minute: 60_000,
+            // Far longer than any of these tests takes: a test that ends by timeout fails on
+            // the error kind, not on time.
+            timeout: Duration::from_secs(60),
+            retry: RetryPolicy::fast(),
+            max_body_bytes,
+        };
+        ScimClient::new(cfg, Arc::new(Metrics::new())).expect("client")
+    }
+
+    const DECLARES_200_MB: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+        Content-Length: 209715200\r\n\r\n{\"totalResults\":";
+    const ENDLESS_200: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+        Transfer-Encoding: chunked\r\n\r\n";
+    const ENDLESS_400: &str = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+        Transfer-Encoding: chunked\r\n\r\n";
+
+    #[tokio::test]
+    async fn retry_after_values_that_once_panicked_are_clamped_and_the_request_is_retried() {
+        for hostile in [
+            "1e30",
+            "-1",
+            "NaN",
+            "18446744073709551616",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            let (server, client, _) = setup().await;
+            Mock::given(method("GET"))
+                .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", hostile))
+                .up_to_n_times(1)
+                .mount(&server)
+                .await;
+            Mock::given(method("GET"))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"totalResults": 0, "Resources": []})),
+                )
+                .mount(&server)
+                .await;
+            // The fast policy's max_wait (200 ms) bounds the wait whatever the header says.
+            let n = client.list_users(|_| {}).await.expect(hostile);
+            assert_eq!(n, 0);
+            assert_eq!(requests(&server).await.len(), 2, "{hostile}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_declared_200_mb_body_is_refused_before_reading_and_a_get_is_not_retried() {
+        let (base, heads) = raw_server(RawAnswer::Head(DECLARES_200_MB)).await;
+        let client = raw_client(base, limits::MAX_BODY_BYTES);
+        let err = client.list_users(|_| {}).await.expect_err("too large");
+        assert!(
+            matches!(
+                err,
+                ScimError::TooLarge {
+                    ambiguous: false,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("209715200"), "{err}");
+        assert!(err.to_string().contains("scim_url"), "{err}");
+        assert!(!err.is_retryable());
+        assert_eq!(heads.load(Ordering::SeqCst), 1, "not asked again");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_to_a_post_is_ambiguous_and_to_a_put_is_not() {
+        let (base, heads) = raw_server(RawAnswer::Head(DECLARES_200_MB)).await;
+        let client = raw_client(base, limits::MAX_BODY_BYTES);
+        let err = client
+            .create_user(&attrs(), "00u1")
+            .await
+            .expect_err("too large");
+        assert!(matches!(err, ScimError::TooLarge { .. }), "{err:?}");
+        assert!(err.is_ambiguous(), "the create may have happened");
+        let err = client
+            .replace_user(&ScimUserId::new("u1"), &attrs(), "00u1", true)
+            .await
+            .expect_err("too large");
+        assert!(matches!(err, ScimError::TooLarge { .. }), "{err:?}");
+        assert!(!err.is_ambiguous() && !err.is_retryable());
+        assert_eq!(heads.load(Ordering::SeqCst), 2, "neither was repeated");
+    }
+
+    #[tokio::test]
+    async fn an_endless_chunked_body_is_cut_at_the_cap() {
+        let (base, heads) = raw_server(RawAnswer::Endless(ENDLESS_200)).await;
+        let client = raw_client(base, 256 * 1024);
+        let err = client
+            .get_user(&ScimUserId::new("u1"))
+            .await
+            .expect_err("endless");
+        assert!(
+            matches!(err, ScimError::TooLarge { .. }),
+            "stopped by the cap, not by the timeout: {err:?}"
+        );
+        assert!(err.to_string().contains("262144"), "{err}");
+        assert_eq!(heads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_endless_error_body_is_cut_and_the_status_still_decides() {
+        let (base, heads) = raw_server(RawAnswer::Endless(ENDLESS_400)).await;
+        // A body cap larger than the error cap: error bodies get the smaller one.
+        let client = raw_client(base, limits::MAX_BODY_BYTES);
+        let err = client
+            .set_active(&ScimUserId::new("u1"), false)
+            .await
+            .expect_err("400");
+        assert_eq!(err.status(), Some(400), "{err:?}");
+        assert!(err.is_permanent());
+        assert!(err.to_string().contains("limit"), "{err}");
+        assert_eq!(heads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_307_is_an_error_naming_the_host_and_the_target_receives_nothing() {
+        let (server, client, _) = setup().await;
+        let elsewhere = MockServer::start().await;
+        Mock::given(wiremock::matchers::any())
+            .respond_with(ResponseTemplate::new(201).set_body_json(user_json("FOREIGN", "x@y.z")))
+            .mount(&elsewhere)
+            .await;
+        let target = Url::parse(&elsewhere.uri()).expect("url");
+        let host = format!(
+            "{}:{}",
+            target.host_str().expect("host"),
+            target.port().expect("port")
+        );
+        Mock::given(wiremock::matchers::any())
+            .respond_with(ResponseTemplate::new(307).insert_header(
+                "Location",
+                format!("{}/scim/v2/Users?token=secret-token", elsewhere.uri()),
+            ))
+            .mount(&server)
+            .await;
+        let err = client
+            .create_user(&attrs(), "00u1")
+            .await
+            .expect_err("redirect");
+        let ScimError::Redirect {
+            status,
+            location_host,
+            ..
+        } = &err
+        else {
+            panic!("expected a redirect error, got {err:?}");
+        };
+        assert_eq!(*status, 307);
+        assert_eq!(location_host.as_deref(), Some(host.as_str()));
+        let text = err.to_string();
+        assert!(text.contains(&host) && text.contains("scim_url"), "{text}");
+        assert!(!text.contains("secret-token"), "{text}");
+        assert!(!err.is_ambiguous() && !err.is_retryable() && err.is_permanent());
+        assert!(
+            client.get_user(&ScimUserId::new("u1")).await.is_err(),
+            "a GET is not followed either"
+        );
+        assert_eq!(requests(&elsewhere).await.len(), 0, "nothing reached it");
+        assert_eq!(requests(&server).await.len(), 2, "no retry");
+    }
+
+    fn is_filter_removal(req: &Request) -> bool {
+        serde_json::from_slice::<Value>(&req.body)
+            .ok()
+            .and_then(|b| b["Operations"][0]["path"].as_str().map(str::to_owned))
+            .is_some_and(|p| p.starts_with("members["))
+    }
+
+    #[tokio::test]
+    async fn a_refused_filter_path_removal_falls_back_to_the_value_list_once_for_all_clones() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("PATCH"))
+            .and(is_filter_removal)
+            .respond_with(scim_error(
+                400,
+                Some("invalidPath"),
+                "Filters in a PATCH path are not supported.",
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        let g = ScimGroupId::new("g1");
+        client
+            .remove_group_members(&g, &[ScimUserId::new("u1"), ScimUserId::new("u2")])
+            .await
+            .expect("fallback works");
+        let reqs = requests(&server).await;
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(
+            body(&reqs[0])["Operations"],
+            json!([{"op": "remove", "path": "members[value eq \"u1\"]"},
+                   {"op": "remove", "path": "members[value eq \"u2\"]"}])
+        );
+        assert_eq!(
+            body(&reqs[1])["Operations"],
+            json!([{"op": "remove", "path": "members",
+                    "value": [{"value": "u1"}, {"value": "u2"}]}])
+        );
+        // A clone goes straight to the form that worked.
+        client
+            .clone()
+            .remove_group_members(&g, &[ScimUserId::new("u3")])
+            .await
+            .expect("value list");
+        let reqs = requests(&server).await;
+        assert_eq!(reqs.len(), 3);
+        assert!(!is_filter_removal(&reqs[2]));
+    }
+
+    #[tokio::test]
+    async fn when_both_removal_forms_are_refused_the_first_refusal_is_returned_and_nothing_is_remembered(
+    ) {
+        let (server, client, _) = setup().await;
+        Mock::given(method("PATCH"))
+            .and(is_filter_removal)
+            .respond_with(scim_error(400, Some("invalidFilter"), "bad filter"))
+            .mount(&server)
+            .await;
+        Mock::given(method("PATCH"))
+            .respond_with(scim_error(400, Some("invalidValue"), "no value please"))
+            .mount(&server)
+            .await;
+        let g = ScimGroupId::new("g1");
+        let err = client
+            .remove_group_members(&g, &[ScimUserId::new("u1")])
+            .await
+            .expect_err("both refused");
+        assert_eq!(err.scim_type(), Some("invalidFilter"), "{err:?}");
+        let _ = client
+            .remove_group_members(&g, &[ScimUserId::new("u1")])
+            .await;
+        let reqs = requests(&server).await;
+        assert_eq!(reqs.len(), 4);
+        assert!(
+            is_filter_removal(&reqs[2]),
+            "still tries the RFC form first"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_removal_refused_for_another_reason_is_not_retried_in_the_other_form() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("PATCH"))
+            .respond_with(scim_error(
+                404,
+                None,
+                "This group isn't a member of the team.",
+            ))
+            .mount(&server)
+            .await;
+        let err = client
+            .remove_group_members(&ScimGroupId::new("g1"), &[ScimUserId::new("u1")])
+            .await
+            .expect_err("404");
+        assert_eq!(err.status(), Some(404));
+        assert_eq!(requests(&server).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn absurd_total_results_never_overflow_nor_cut_a_listing_silently() {
+        let page = |total: Value, n: u64| {
+            let resources: Vec<_> = (0..n)
+                .map(|i| user_json(&format!("u{i}"), &format!("p{i}@example.com")))
+                .collect();
+            json!({"totalResults": total, "Resources": resources})
+        };
+        // u64::MAX: the listing ends on the first empty page.
+        let (server, client, _) = setup().await;
+        Mock::given(method("GET"))
+            .and(wiremock::matchers::query_param("startIndex", "1"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(page(json!(u64::MAX), 100)))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(page(json!(u64::MAX), 0)))
+            .mount(&server)
+            .await;
+        assert_eq!(client.list_users(|_| {}).await.expect("listed"), 100);
+
+        // Negative, fractional or non-numeric: read as absent, a short page ends it.
+        for total in [json!(-1), json!(1e300), json!("12"), json!(null)] {
+            let (server, client, _) = setup().await;
+            Mock::given(method("GET"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(page(total.clone(), 3)))
+                .mount(&server)
+                .await;
+            assert_eq!(
+                client.list_users(|_| {}).await.expect("listed"),
+                3,
+                "{total}"
+            );
+        }
+
+        // 0 with items, or a server that ignores startIndex: more than it claims exist.
+        for (total, n) in [(0u64, 100u64), (250, 100)] {
+            let (server, client, _) = setup().await;
+            Mock::given(method("GET"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(page(json!(total), n)))
+                .mount(&server)
+                .await;
+            let err = client.list_users(|_| {}).await.expect_err("inconsistent");
+            assert!(err.to_string().contains("inconsistent"), "{err}");
+            assert!(requests(&server).await.len() <= 3);
+        }
+    }
 }

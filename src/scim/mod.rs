@@ -1681,6 +1681,7 @@ mod tests {
         assert!(text.contains("rate_limit_wait_seconds_total{api=\"scim\"}"));
         assert!(!text.contains("retries_total"));
     }
+
     // -----------------------------------------------------------------------------------------
     // Hostile upstreams
 

@@ -2033,19 +2033,24 @@ mod tests {
             .await;
         assert_eq!(client.list_users(|_| {}).await.expect("listed"), 100);
 
-        // Negative, fractional or non-numeric: read as absent, a short page ends it.
-        for total in [json!(-1), json!(1e300), json!("12"), json!(null)] {
+        // Negative, fractional or non-numeric: the page does not decode (asked again, then an
+        // error); null is absent, and a short page ends the listing.
+        for total in [json!(-1), json!(1e300), json!("12")] {
             let (server, client, _) = setup().await;
             Mock::given(method("GET"))
                 .respond_with(ResponseTemplate::new(200).set_body_json(page(total.clone(), 3)))
                 .mount(&server)
                 .await;
-            assert_eq!(
-                client.list_users(|_| {}).await.expect("listed"),
-                3,
-                "{total}"
-            );
+            let err = client.list_users(|_| {}).await.expect_err("undecodable");
+            assert!(matches!(err, ScimError::Decode { .. }), "{total}: {err:?}");
+            assert_eq!(requests(&server).await.len(), DECODE_ATTEMPTS as usize);
         }
+        let (server, client, _) = setup().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(page(json!(null), 3)))
+            .mount(&server)
+            .await;
+        assert_eq!(client.list_users(|_| {}).await.expect("listed"), 3);
 
         // 0 with items, or a server that ignores startIndex: more than it claims exist.
         for (total, n) in [(0u64, 100u64), (250, 100)] {

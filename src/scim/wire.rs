@@ -20,18 +20,12 @@ pub(crate) const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", bound(deserialize = "T: Deserialize<'de>"))]
 pub(crate) struct ListResponse<T> {
-    /// Only a hint: a negative, fractional or non-numeric value reads as absent (the paging
-    /// loop then ends on a short page), and the loop checks it against what was returned.
-    #[serde(default, deserialize_with = "lenient_count")]
+    /// A negative, fractional or non-numeric value fails to decode (the page is refused), and
+    /// the paging loop checks a decoded one against what was returned.
+    #[serde(default)]
     pub total_results: Option<u64>,
     #[serde(default, rename = "Resources")]
     pub resources: Vec<T>,
-}
-
-/// A count from the server as a `u64`, or `None` for anything that is not a non-negative
-/// integer (`-1`, `1e400`, `"12"`, `null`): never an error, never an overflow.
-fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(Value::deserialize(d)?.as_u64())
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,12 +1,15 @@
 //! The Postman SCIM 2.0 client: users (list, look up, create, replace, activate/deactivate,
 //! rename), groups (list, look up, create, rename, add/remove members, delete) and the
 //! credential check, with proactive pacing (`pacing`), the shared retry loop (`crate::retry`),
-//! typed errors (`error`) and private wire types (`wire`). It sends exactly the documented
-//! bodies (postman-scim.md A4, A5) and returns domain types from `crate::model`.
+//! typed errors (`error`) and private wire types (`wire`). It sends the documented bodies
+//! (postman-scim.md A4, A5) in their RFC-strict form where Postman is silent (a PUT carries every
+//! attribute the product owns; members are removed by filter path, with a remembered fallback to
+//! a value list) and returns domain types from `crate::model`. It trusts no answer: redirects
+//! are errors, bodies are read with a cap, and header values are clamped.
 //!
 //! It must not decide what to change (that is the planner's job), must never send a user DELETE
-//! (Postman has none: A3), must never retry a POST that may have reached Postman, and must never
-//! let the API key reach a log, a `Debug` string or an error.
+//! (Postman has none: A3), must never retry a POST that may have reached Postman, must never
+//! follow a redirect, and must never let the API key reach a log, a `Debug` string or an error.
 
 mod error;
 mod pacing;
@@ -152,7 +155,7 @@ struct Inner {
 #[repr(u8)]
 enum RemovalForm {
     /// `{"op":"remove","path":"members[value eq \"<id>\"]"}`, one per member: RFC 7644
-    /// §3.5.2.2 (https://www.rfc-editor.org/rfc/rfc7644#section-3.5.2.2) and Okta's group push.
+    /// §3.5.2.2 (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.2.2>) and Okta's group push.
     FilterPath = 0,
     /// `{"op":"remove","path":"members","value":[{"value":"<id>"}, ...]}`: what Entra ID sends.
     ValueList = 1,
@@ -344,7 +347,7 @@ impl ScimClient {
 
     /// `PUT /Users/{id}` (A4.4) with every attribute `create_user` sends (`userName`, `name`,
     /// `externalId`, `active`), every time: a PUT is a full replace
-    /// (https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1), Postman's reading is not
+    /// (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1>), Postman's reading is not
     /// documented (B12), and an attribute left out may be cleared. `external_id` must be the
     /// value sent on create (the Okta user id).
     pub async fn replace_user(
@@ -913,7 +916,7 @@ fn check_write_reply(verb: Verb, path: &str, reply: &Reply) -> Result<(), ScimEr
 
 /// Whether a 400 answer to a member removal refuses the form of the request (so the other form
 /// may work) rather than its content: a `scimType` about the path, filter or value
-/// (https://www.rfc-editor.org/rfc/rfc7644#section-3.12), Postman's generic `invalidSyntax`
+/// (<https://www.rfc-editor.org/rfc/rfc7644#section-3.12>), Postman's generic `invalidSyntax`
 /// for a body it does not accept (A7), or, without a `scimType`, a detail that talks about the
 /// form. A wrong guess costs one extra request: the other form is only remembered if it works.
 fn refuses_removal_form(e: &ScimError) -> bool {
@@ -972,7 +975,7 @@ fn encode_component(s: &str) -> String {
 }
 
 /// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3,
-/// https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3), a date judged against the answer's
+/// <https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3>), a date judged against the answer's
 /// own `Date` (so a skewed server clock does not matter), else our clock. Absurd, negative or
 /// non-finite values never panic: they are clamped by `limits` (and the wait again by the
 /// retry policy's `max_wait`) or ignored.

@@ -188,7 +188,7 @@ pub(crate) struct CreateUser<'a> {
 }
 
 /// `PUT /Users/{id}` (postman-scim.md A4.4): every attribute `CreateUser` sends, always. A PUT
-/// replaces the whole resource (https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1: omitted
+/// replaces the whole resource (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1>: omitted
 /// attributes may be cleared), and Postman does not document its reading (B12), so leaving one
 /// out could clear it; `externalId` is the one a rename used to lose.
 #[derive(Debug, Serialize)]
@@ -231,7 +231,7 @@ impl PatchOp {
     }
 
     /// One `remove` per member with a filter path, `members[value eq "<id>"]`
-    /// (https://www.rfc-editor.org/rfc/rfc7644#section-3.5.2.2: a remove carries no value; the
+    /// (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.2.2>: a remove carries no value; the
     /// filter selects what goes). This is also what Okta's group push sends.
     pub(crate) fn remove_members_by_filter(members: &[ScimUserId]) -> Self {
         PatchOp {

@@ -5,7 +5,9 @@
 //! limits over a sliding window, and injected faults, including writes that were applied before
 //! the connection failed. Tests inspect and change the team through [`FakePostman`]. Where the
 //! reference leaves a behaviour open (Part B), the fake picks the stricter reading and the
-//! comment says so. It must not share wire types with `crate::scim`.
+//! comment says so: by default PUT is a full replace and members are removed only by filter
+//! path, as RFC 7644 reads; [`PostmanSimConfig::lenient`] and [`MemberRemoval`] switch to
+//! forgiving or value-list-only servers. It must not share wire types with `crate::scim`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -73,9 +75,9 @@ pub enum AuthScheme {
 /// How `PUT /Users/{id}` treats attributes the body leaves out. Postman does not say (B12).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PutSemantics {
-    /// A full replace (https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1) in its strictest
+    /// A full replace (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1>) in its strictest
     /// reading: the body must carry `schemas` with the User schema and `userName` (REQUIRED,
-    /// https://www.rfc-editor.org/rfc/rfc7643#section-4.1.1), and every attribute it omits is
+    /// <https://www.rfc-editor.org/rfc/rfc7643#section-4.1.1>), and every attribute it omits is
     /// cleared: `externalId` removed, name parts empty, and `active` (which the RFC gives no
     /// default) read as not true, so the member is deactivated. A client that forgets an
     /// attribute loses it here, as it might on the real service.
@@ -89,7 +91,7 @@ pub enum PutSemantics {
 /// Which member-removal forms `PATCH /Groups/{id}` accepts. Postman does not say (B10).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MemberRemoval {
-    /// RFC 7644 §3.5.2.2 (https://www.rfc-editor.org/rfc/rfc7644#section-3.5.2.2): `remove`
+    /// RFC 7644 §3.5.2.2 (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.2.2>): `remove`
     /// with a filter path (`members[value eq "<id>"]`); a value list with the plain path
     /// `members` is refused with 400 `invalidValue`.
     #[default]

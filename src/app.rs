@@ -77,6 +77,7 @@ pub fn build_engine_with_secrets(
             reads_per_minute: config.postman.reads_per_minute,
             timeout: config.postman.timeout,
             retry,
+            max_body_bytes: crate::limits::MAX_BODY_BYTES,
         },
         Arc::clone(&metrics),
     )?;

@@ -228,7 +228,9 @@ impl Applier {
                         self.scim.set_user_name(scim_id, &to.user_name).await?;
                     }
                     if from.given_name != to.given_name || from.family_name != to.family_name {
-                        self.scim.replace_user(scim_id, to, true).await?;
+                        self.scim
+                            .replace_user(scim_id, to, op.okta_id.as_str(), true)
+                            .await?;
                     }
                     Ok(vec![SnapshotChange::SetAttrs {
                         okta_id: op.okta_id.clone(),

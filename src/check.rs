@@ -47,6 +47,7 @@ fn scim_client(
             reads_per_minute: config.postman.reads_per_minute,
             timeout: config.postman.timeout,
             retry: retry.clone(),
+            max_body_bytes: crate::limits::MAX_BODY_BYTES,
         },
         Arc::clone(metrics),
     )

@@ -8,6 +8,9 @@ use std::collections::BTreeSet;
 use common::World;
 use okta_postman_sync::engine::{Outcome, RunOptions, RunReport};
 use okta_postman_sync::model::{OktaGroupId, OktaUserId};
+use okta_postman_sync::sim::okta::OktaSimConfig;
+use okta_postman_sync::sim::postman::{MemberRemoval, PostmanSimConfig};
+use tokio_util::sync::CancellationToken;
 
 /// The Postman members of a group, by userName.
 fn members_of(w: &World, group: &str) -> BTreeSet<String> {
@@ -43,7 +46,15 @@ fn ops(r: &RunReport, kind: &str) -> Vec<String> {
 /// Ann, Bob and Cat assigned directly; Okta groups Engineering (ann, bob) and Sales (cat),
 /// both assigned to the app.
 async fn world(extra_sync: &str) -> (World, [OktaUserId; 3], OktaGroupId, OktaGroupId) {
-    let mut w = World::new().await;
+    world_on(PostmanSimConfig::default(), extra_sync).await
+}
+
+/// [`world`] on a fake Postman configured as `postman`.
+async fn world_on(
+    postman: PostmanSimConfig,
+    extra_sync: &str,
+) -> (World, [OktaUserId; 3], OktaGroupId, OktaGroupId) {
+    let mut w = World::with(OktaSimConfig::default(), postman).await;
     w.extra_sync = extra_sync.to_string();
     let ann = w.okta_user("Ann", "Lee");
     let bob = w.okta_user("Bob", "Ray");
@@ -315,4 +326,74 @@ async fn group_push_can_be_limited_to_listed_groups_or_turned_off() {
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
     assert!(r.operations.iter().all(|o| !o.op.starts_with("group_")));
     assert!(w.postman.group_by_name("Engineering").is_none());
+}
+
+/// Removes Bob from Engineering in Okta and runs once; returns the fake's removal counters
+/// `(refused, by filter path, by value list)`.
+async fn remove_bob(postman: PostmanSimConfig) -> (u64, u64, u64) {
+    let (w, [_, bob, _], eng, _) = world_on(postman, "").await;
+    assert_eq!(w.run().await.outcome, Outcome::Ok);
+    w.okta.remove_member(&eng, &bob).expect("remove");
+    let r = w.run().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
+    assert_eq!(ops(&r, "group_remove_members"), vec!["Engineering"]);
+    assert_eq!(members_of(&w, "Engineering"), set(&["ann.lee"]));
+    let s = w.postman.stats();
+    (
+        s.member_removals_refused,
+        s.filter_path_removals,
+        s.value_list_removals,
+    )
+}
+
+/// Issue 11: an RFC-strict server refuses `remove` with a value list; the RFC 7644 §3.5.2.2
+/// filter path works there, first time.
+#[tokio::test]
+async fn member_removal_uses_the_rfc_filter_path_on_a_strict_server() {
+    assert_eq!(remove_bob(PostmanSimConfig::default()).await, (0, 1, 0));
+}
+
+/// The lenient server takes either form; the client still sends the RFC one.
+#[tokio::test]
+async fn member_removal_uses_the_rfc_filter_path_on_a_lenient_server() {
+    assert_eq!(remove_bob(PostmanSimConfig::lenient()).await, (0, 1, 0));
+}
+
+/// A server that refuses filter paths (400 invalidPath) gets the value list instead, and the
+/// same client (the daemon keeps one for its whole life) sends the value list straight away
+/// for the next removal.
+#[tokio::test]
+async fn member_removal_falls_back_to_the_value_list_and_remembers_it_for_the_process() {
+    let postman = PostmanSimConfig {
+        member_removal: MemberRemoval::ValueListOnly,
+        ..PostmanSimConfig::default()
+    };
+    let (w, [ann, bob, _], eng, _) = world_on(postman, "").await;
+    assert_eq!(w.run().await.outcome, Outcome::Ok);
+    let engine = w.engine();
+    let (opts, cancel) = (RunOptions::default(), CancellationToken::new());
+    let run = || engine.run(&opts, &cancel, None);
+
+    w.okta.remove_member(&eng, &bob).expect("remove");
+    let r = run().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
+    assert_eq!(members_of(&w, "Engineering"), set(&["ann.lee"]));
+    let s = w.postman.stats();
+    assert_eq!(
+        (s.member_removals_refused, s.value_list_removals),
+        (1, 1),
+        "one refusal, then the value list"
+    );
+
+    w.okta.remove_member(&eng, &ann).expect("remove");
+    let r = run().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
+    assert!(members_of(&w, "Engineering").is_empty());
+    let s = w.postman.stats();
+    assert_eq!(
+        (s.member_removals_refused, s.value_list_removals),
+        (1, 2),
+        "the second removal went straight to the value list"
+    );
+    assert_eq!(s.filter_path_removals, 0);
 }

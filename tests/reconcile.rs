@@ -6,6 +6,8 @@ mod common;
 use common::World;
 use okta_postman_sync::engine::{Outcome, RunOptions};
 use okta_postman_sync::sim::faults::FaultConfig;
+use okta_postman_sync::sim::okta::OktaSimConfig;
+use okta_postman_sync::sim::postman::PostmanSimConfig;
 use okta_postman_sync::store::Store;
 
 #[tokio::test]
@@ -493,4 +495,98 @@ async fn losing_the_state_file_recreates_nothing_and_deactivates_nobody() {
     assert_eq!(r.counts.adopt, 6);
     assert_eq!(w.postman.stats().creates_succeeded, creates);
     assert_eq!(w.members_without_duplicates().len(), before.len());
+}
+
+/// Issue 11: on a server that implements PUT as a full replace (RFC 7644 §3.5.1), a rename used
+/// to clear `externalId` because the PUT did not carry it. Checked on the strict fake (the
+/// default) and on the lenient one.
+#[tokio::test]
+async fn a_rename_in_okta_keeps_external_id_and_active_on_strict_and_lenient_servers() {
+    for (label, postman) in [
+        ("strict", PostmanSimConfig::default()),
+        ("lenient", PostmanSimConfig::lenient()),
+    ] {
+        let w = World::with(OktaSimConfig::default(), postman).await;
+        let ann = w.okta_user("Ann", "Lee");
+        assert_eq!(w.run().await.outcome, Outcome::Ok, "{label}");
+        let created = w.member("ann.lee@example.com").expect("created");
+        assert_eq!(
+            created.external_id.as_deref(),
+            Some(ann.as_str()),
+            "{label}"
+        );
+
+        w.okta.set_name(&ann, "Annie", "Lee-Smith").expect("rename");
+        let r = w.run().await;
+        assert_eq!(r.outcome, Outcome::Ok, "{label}: {:?}", r.errors);
+        assert_eq!(r.counts.update, 1, "{label}");
+        let m = w.member("ann.lee@example.com").expect("listed");
+        assert_eq!(m.id, created.id, "{label}");
+        assert_eq!(
+            (m.given_name.as_str(), m.family_name.as_str()),
+            ("Annie", "Lee-Smith"),
+            "{label}"
+        );
+        assert_eq!(
+            m.external_id.as_deref(),
+            Some(ann.as_str()),
+            "{label}: externalId survives the PUT"
+        );
+        assert!(m.active, "{label}: a name change keeps the member active");
+        w.assert_snapshot_matches_postman();
+    }
+}
+
+/// Issue 11: the SCIM client used to follow a 307 to another origin, re-send the user there
+/// and store that server's id as the Postman id. Now the redirect is an error naming the host,
+/// the other server receives nothing, and nothing is stored.
+#[tokio::test]
+async fn a_redirect_from_postman_is_refused_and_nothing_reaches_the_target_or_the_snapshot() {
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let w = World::new().await;
+    w.okta_user("Ann", "Lee");
+    let redirector = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(
+            ResponseTemplate::new(307)
+                .insert_header("Location", format!("{}/Users?x=1", w.postman.scim_url())),
+        )
+        .mount(&redirector)
+        .await;
+    let text = w.config_text().replace(
+        &w.postman.scim_url(),
+        &format!("{}/scim/v2", redirector.uri()),
+    );
+    let r = w
+        .engine_from(&text)
+        .run(
+            &RunOptions::default(),
+            &tokio_util::sync::CancellationToken::new(),
+            None,
+        )
+        .await;
+    assert_ne!(r.outcome, Outcome::Ok);
+    let target = url::Url::parse(&w.postman.base_url()).expect("url");
+    let host = format!(
+        "{}:{}",
+        target.host_str().expect("host"),
+        target.port().expect("port")
+    );
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.contains("redirect") && e.contains(&host) && !e.contains("x=1")),
+        "{:?}",
+        r.errors
+    );
+    let stats = w.postman.stats();
+    assert!(stats.requests.by_method.is_empty(), "{stats:?}");
+    assert!(w.postman.users().is_empty());
+    let store = Store::open_read_only(&w.state_path())
+        .expect("open state")
+        .expect("state exists");
+    assert!(
+        store.snapshot().expect("snapshot").is_empty(),
+        "no id stored"
+    );
 }

@@ -48,6 +48,34 @@ pub enum ScimError {
         path: String,
         message: String,
     },
+    /// The server answered with a redirect. The client never follows one: a 3xx to another
+    /// origin would re-send members' names and emails there, and its answer would be stored as
+    /// Postman's (ids included). Only the `Location` host is kept (the full URL may carry a
+    /// query with personal data or a token).
+    #[error("Postman SCIM {method} {path} was answered with a redirect (HTTP {status}) to {}; \
+        redirects are never followed, so nothing was sent there. Set `[postman] scim_url` to the \
+        SCIM base URL itself (Postman documents https://api.getpostman.com/scim/v2)",
+        location_host.as_deref().unwrap_or("an unnamed location"))]
+    Redirect {
+        method: &'static str,
+        path: String,
+        status: u16,
+        /// `host[:port]` of the `Location` header, when it had a usable one.
+        location_host: Option<String>,
+    },
+    /// The answer's body is larger than the configured cap (declared or streamed). Not retried
+    /// within the run: a server (or proxy) that sent this once will usually do it again.
+    #[error("Postman SCIM {method} {path}: {message}. The answer was not read, to keep memory \
+        bounded; check that `[postman] scim_url` reaches Postman directly and not a proxy or \
+        portal{}",
+        if *ambiguous { " (the request may have reached Postman: verify before repeating it)" } else { "" })]
+    TooLarge {
+        method: &'static str,
+        path: String,
+        /// True for a POST/DELETE: the server may have acted before its answer was refused.
+        ambiguous: bool,
+        message: String,
+    },
     /// The client could not be built from its configuration.
     #[error("invalid SCIM client configuration: {0}")]
     Config(String),
@@ -91,9 +119,11 @@ impl ScimError {
     pub fn is_ambiguous(&self) -> bool {
         match self {
             ScimError::Http { method, status, .. } => is_non_idempotent(method) && *status >= 500,
-            ScimError::Transport { ambiguous, .. } | ScimError::Timeout { ambiguous, .. } => {
-                *ambiguous
-            }
+            ScimError::Transport { ambiguous, .. }
+            | ScimError::Timeout { ambiguous, .. }
+            | ScimError::TooLarge { ambiguous, .. } => *ambiguous,
+            // A redirect is an answer: the server did not act on the request.
+            ScimError::Redirect { .. } => false,
             // The server said yes but we could not read the created resource.
             ScimError::Decode { method, .. } => *method == "POST",
             ScimError::Config(_) => false,
@@ -109,17 +139,24 @@ impl ScimError {
         match self {
             ScimError::Http { status, .. } => is_retryable_status(*status),
             ScimError::Transport { .. } | ScimError::Timeout { .. } => true,
-            ScimError::Decode { .. } | ScimError::Config(_) => false,
+            ScimError::Decode { .. }
+            | ScimError::Config(_)
+            | ScimError::Redirect { .. }
+            | ScimError::TooLarge { .. } => false,
         }
     }
 
     /// True when repeating the request cannot help: 4xx other than 429, undecodable bodies,
-    /// bad configuration.
+    /// redirects, bad configuration. An oversized answer is neither retryable nor permanent: it
+    /// says nothing about the request (it is the server or a proxy), so the write is simply
+    /// repeated by a later run.
     pub fn is_permanent(&self) -> bool {
         match self {
             ScimError::Http { status, .. } => (400..500).contains(status) && *status != 429,
-            ScimError::Decode { .. } | ScimError::Config(_) => true,
-            ScimError::Transport { .. } | ScimError::Timeout { .. } => false,
+            ScimError::Decode { .. } | ScimError::Config(_) | ScimError::Redirect { .. } => true,
+            ScimError::Transport { .. }
+            | ScimError::Timeout { .. }
+            | ScimError::TooLarge { .. } => false,
         }
     }
 

@@ -1,22 +1,29 @@
 //! The Postman SCIM 2.0 client: users (list, look up, create, replace, activate/deactivate,
 //! rename), groups (list, look up, create, rename, add/remove members, delete) and the
 //! credential check, with proactive pacing (`pacing`), the shared retry loop (`crate::retry`),
-//! typed errors (`error`) and private wire types (`wire`). It sends exactly the documented
-//! bodies (postman-scim.md A4, A5) and returns domain types from `crate::model`.
+//! typed errors (`error`) and private wire types (`wire`). It sends the documented bodies
+//! (postman-scim.md A4, A5) in their RFC-strict form where Postman is silent (a PUT carries every
+//! attribute the product owns; members are removed by filter path, with a remembered fallback to
+//! a value list) and returns domain types from `crate::model`. It trusts no answer: redirects
+//! are errors, bodies are read with a cap, and header values are clamped.
 //!
 //! It must not decide what to change (that is the planner's job), must never send a user DELETE
-//! (Postman has none: A3), must never retry a POST that may have reached Postman, and must never
-//! let the API key reach a log, a `Debug` string or an error.
+//! (Postman has none: A3), must never retry a POST that may have reached Postman, must never
+//! follow a redirect, and must never let the API key reach a log, a `Debug` string or an error.
 
 mod error;
 mod pacing;
 mod wire;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use chrono::{DateTime, Utc};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, DATE, LOCATION, RETRY_AFTER,
+};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -26,19 +33,26 @@ use url::Url;
 
 pub use error::ScimError;
 
+use crate::limits::{self, BodyError};
 use crate::metrics::Metrics;
 use crate::model::{PostmanGroup, PostmanUser, ScimGroupId, ScimUserId, UserAttrs};
 use crate::retry::{retry, Attempt, RetryPolicy};
 use error::{is_non_idempotent, is_retryable_status};
 use pacing::{Bucket, Pacer};
+use wire::escape_filter_value;
 
 /// The base URL Postman tells IdPs to use (postman-scim.md A2).
 pub const DEFAULT_BASE_URL: &str = "https://api.getpostman.com/scim/v2";
 
-/// SCIM page size: Postman's default and its advertised `filter.maxResults` (A4.2, B3).
 /// How many times a GET is sent when its answer does not decode.
 const DECODE_ATTEMPTS: u32 = 3;
+
+/// SCIM page size: Postman's default and its advertised `filter.maxResults` (A4.2, B3).
 const PAGE_SIZE: u64 = 100;
+
+/// Most of an error (non-2xx) body that is read: enough for any SCIM error's `detail`, so a
+/// huge 500 page is never read whole.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// A listing that has not ended after this many pages is a server that ignores `startIndex`.
 const MAX_PAGES: u32 = 10_000;
@@ -70,6 +84,9 @@ pub struct ScimClientConfig {
     /// Per request.
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Largest response body read (default [`limits::MAX_BODY_BYTES`]); a larger one is an
+    /// error for that request, refused before reading when `Content-Length` declares it.
+    pub max_body_bytes: usize,
 }
 
 impl ScimClientConfig {
@@ -83,6 +100,7 @@ impl ScimClientConfig {
             reads_per_minute: 300,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
+            max_body_bytes: limits::MAX_BODY_BYTES,
         }
     }
 }
@@ -125,6 +143,46 @@ struct Inner {
     retry: RetryPolicy,
     pacer: Pacer,
     metrics: Arc<Metrics>,
+    max_body: usize,
+    /// The member-removal form this server accepts, as a [`RemovalForm`]: the RFC filter path
+    /// until the server refuses it and the value list works. Shared by clones, kept for the
+    /// life of the client (the daemon's whole process).
+    removal_form: AtomicU8,
+}
+
+/// The two ways of removing group members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum RemovalForm {
+    /// `{"op":"remove","path":"members[value eq \"<id>\"]"}`, one per member: RFC 7644
+    /// §3.5.2.2 (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.2.2>) and Okta's group push.
+    FilterPath = 0,
+    /// `{"op":"remove","path":"members","value":[{"value":"<id>"}, ...]}`: what Entra ID sends.
+    ValueList = 1,
+}
+
+impl RemovalForm {
+    fn from_u8(v: u8) -> Self {
+        if v == RemovalForm::ValueList as u8 {
+            RemovalForm::ValueList
+        } else {
+            RemovalForm::FilterPath
+        }
+    }
+
+    fn other(self) -> Self {
+        match self {
+            RemovalForm::FilterPath => RemovalForm::ValueList,
+            RemovalForm::ValueList => RemovalForm::FilterPath,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            RemovalForm::FilterPath => "filter path (members[value eq \"<id>\"])",
+            RemovalForm::ValueList => "value list (path members, value [{value: <id>}])",
+        }
+    }
 }
 
 impl fmt::Debug for ScimClient {
@@ -195,9 +253,17 @@ impl ScimClient {
             .user_agent(concat!("okta-postman-sync/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)
             .timeout(cfg.timeout)
+            // A redirect would re-send members' data somewhere else and store that server's
+            // ids as Postman's: a 3xx is an error instead (see `send`).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ScimError::Config(format!("building the HTTP client: {e}")))?;
         let pacer = Pacer::new(cfg.reads_per_minute, cfg.writes_per_minute)?;
+        if cfg.max_body_bytes == 0 {
+            return Err(ScimError::Config(
+                "max_body_bytes must be at least 1".into(),
+            ));
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -208,6 +274,8 @@ impl ScimClient {
                 retry: cfg.retry,
                 pacer,
                 metrics,
+                max_body: cfg.max_body_bytes,
+                removal_form: AtomicU8::new(RemovalForm::FilterPath as u8),
             }),
         })
     }
@@ -277,18 +345,23 @@ impl ScimClient {
         }
     }
 
-    /// `PUT /Users/{id}` (A4.4) with `userName`, `name` and `active` every time, so a strict
-    /// full-replace server keeps all three (B12).
+    /// `PUT /Users/{id}` (A4.4) with every attribute `create_user` sends (`userName`, `name`,
+    /// `externalId`, `active`), every time: a PUT is a full replace
+    /// (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1>), Postman's reading is not
+    /// documented (B12), and an attribute left out may be cleared. `external_id` must be the
+    /// value sent on create (the Okta user id).
     pub async fn replace_user(
         &self,
         id: &ScimUserId,
         attrs: &UserAttrs,
+        external_id: &str,
         active: bool,
     ) -> Result<(), ScimError> {
         let body = wire::ReplaceUser {
             schemas: [wire::USER_SCHEMA],
             user_name: &attrs.user_name,
             name: attrs.into(),
+            external_id,
             active,
         };
         let reply = self
@@ -414,16 +487,85 @@ impl ScimClient {
         id: &ScimGroupId,
         members: &[ScimUserId],
     ) -> Result<(), ScimError> {
-        self.patch_members(id, "add", members).await
+        for chunk in members.chunks(MEMBER_CHUNK) {
+            let value: Vec<_> = chunk
+                .iter()
+                .map(|m| json!({ "value": m.as_str() }))
+                .collect();
+            let patch = wire::PatchOp::one("add", Some("members"), serde_json::Value::Array(value));
+            self.send(Verb::Patch, &["Groups", id.as_str()], None, Some(&patch))
+                .await?;
+        }
+        Ok(())
     }
 
-    /// Removes members with `{"op":"remove","path":"members",...}` (B10), at most 100 per PATCH.
+    /// Removes members, at most 100 per PATCH, in the RFC 7644 §3.5.2.2 form: one `remove` per
+    /// member with the filter path `members[value eq "<id>"]` (Postman documents no form: B10).
+    /// A server that refuses it with a 400 about the path or the form is asked again with the
+    /// value-list form (Entra's); if that works, it is used first from then on by this client
+    /// and its clones (and the other way round, should that form later be refused). When both
+    /// forms are refused, the first refusal is returned and nothing is remembered. On an error,
+    /// earlier chunks have been applied (removing is idempotent).
     pub async fn remove_group_members(
         &self,
         id: &ScimGroupId,
         members: &[ScimUserId],
     ) -> Result<(), ScimError> {
-        self.patch_members(id, "remove", members).await
+        for chunk in members.chunks(MEMBER_CHUNK) {
+            self.remove_chunk(id, chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_chunk(&self, id: &ScimGroupId, chunk: &[ScimUserId]) -> Result<(), ScimError> {
+        let preferred = RemovalForm::from_u8(self.inner.removal_form.load(Ordering::Acquire));
+        let refusal = match self.send_removal(id, chunk, preferred).await {
+            Ok(()) => return Ok(()),
+            Err(e) if refuses_removal_form(&e) => e,
+            Err(e) => return Err(e),
+        };
+        let other = preferred.other();
+        tracing::debug!(group = %id, error = %refusal, "member removal refused; trying the other form");
+        match self.send_removal(id, chunk, other).await {
+            Ok(()) => {
+                let swapped = self
+                    .inner
+                    .removal_form
+                    .compare_exchange(
+                        preferred as u8,
+                        other as u8,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok();
+                if swapped {
+                    tracing::info!(
+                        refused = preferred.describe(),
+                        using = other.describe(),
+                        "Postman refused a group member-removal form; using the other one from now on"
+                    );
+                }
+                Ok(())
+            }
+            // Both forms refused: the first answer is the one that explains the problem.
+            Err(e) if e.status() == Some(400) => Err(refusal),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn send_removal(
+        &self,
+        id: &ScimGroupId,
+        chunk: &[ScimUserId],
+        form: RemovalForm,
+    ) -> Result<(), ScimError> {
+        let patch = match form {
+            RemovalForm::FilterPath => wire::PatchOp::remove_members_by_filter(chunk),
+            RemovalForm::ValueList => wire::PatchOp::remove_members_by_value(chunk),
+        };
+        self.send(Verb::Patch, &["Groups", id.as_str()], None, Some(&patch))
+            .await
+            .map(drop)
     }
 
     /// `DELETE /Groups/{id}` (A5). A 404 means the group is already gone, which is the goal,
@@ -469,26 +611,11 @@ impl ScimClient {
     // -----------------------------------------------------------------------------------------
     // Plumbing
 
-    async fn patch_members(
-        &self,
-        id: &ScimGroupId,
-        op: &'static str,
-        members: &[ScimUserId],
-    ) -> Result<(), ScimError> {
-        for chunk in members.chunks(MEMBER_CHUNK) {
-            let value: Vec<_> = chunk
-                .iter()
-                .map(|m| json!({ "value": m.as_str() }))
-                .collect();
-            let patch = wire::PatchOp::one(op, Some("members"), serde_json::Value::Array(value));
-            self.send(Verb::Patch, &["Groups", id.as_str()], None, Some(&patch))
-                .await?;
-        }
-        Ok(())
-    }
-
     /// Pages through a ListResponse by `startIndex`/`count` until `totalResults` is reached
-    /// (or, without it, until a short or empty page).
+    /// (or, without it, until a short or empty page). Nothing the server sends can overflow the
+    /// counters (saturating, and at most `MAX_PAGES` pages of at most a body cap each) or keep
+    /// the loop going past `MAX_PAGES`. A page that takes the listing past the server's own
+    /// `totalResults` (`0` with items, say) is an error, not a silently cut listing.
     async fn list_pages<T: DeserializeOwned>(
         &self,
         resource: &'static str,
@@ -507,10 +634,20 @@ impl ScimClient {
             }
             let query = encode_query(&pairs);
             let page: wire::ListResponse<T> = self.get_decoded(&[resource], &query, &path).await?;
-            let n = page.resources.len() as u64;
+            let n = u64::try_from(page.resources.len()).unwrap_or(u64::MAX);
+            listed = listed.saturating_add(n);
+            if let Some(total) = page.total_results.filter(|t| listed > *t) {
+                return Err(ScimError::Decode {
+                    method: Verb::Get.as_str(),
+                    path,
+                    message: format!(
+                        "the listing is inconsistent: totalResults is {total} but {listed} \
+                         resources were returned; nothing from it is trusted"
+                    ),
+                });
+            }
             page.resources.into_iter().for_each(&mut on_item);
-            listed += n;
-            start += n;
+            start = start.saturating_add(n);
             let done = match page.total_results {
                 _ if n == 0 => true,
                 Some(total) => start > total,
@@ -608,15 +745,42 @@ impl ScimClient {
             let status = resp.status().as_u16();
             inner.metrics.scim_request(method, status);
             tracing::debug!(method, path, status, "scim request");
-            let retry_after = parse_retry_after(resp.headers());
-            let bytes = match resp.bytes().await {
-                Ok(b) => b,
-                Err(e) => return Err(self.transport_attempt(e, method, path, idempotent)),
+            if (300..400).contains(&status) {
+                // Never followed (see `new`); the body is not read.
+                return Err(Attempt::Permanent(ScimError::Redirect {
+                    method,
+                    path: path.to_owned(),
+                    status,
+                    location_host: location_host(url, resp.headers()),
+                }));
+            }
+            let retry_after = retry_after_hint(resp.headers());
+            let success = (200..300).contains(&status);
+            let cap = if success {
+                inner.max_body
+            } else {
+                inner.max_body.min(ERROR_BODY_BYTES)
             };
-            if (200..300).contains(&status) {
-                return Ok(Reply {
-                    body: bytes.to_vec(),
-                });
+            let bytes = match limits::read_body(resp, cap).await {
+                Ok(b) => b,
+                Err(BodyError::Transport(e)) => {
+                    return Err(self.transport_attempt(e, method, path, idempotent))
+                }
+                Err(e @ BodyError::TooLarge { .. }) if success => {
+                    // Not retried: a server that sent this once will again. For a POST or
+                    // DELETE the write may have happened, exactly as with a lost answer.
+                    return Err(Attempt::Permanent(ScimError::TooLarge {
+                        method,
+                        path: path.to_owned(),
+                        ambiguous: !idempotent,
+                        message: e.to_string(),
+                    }));
+                }
+                // An error answer is classified by its status; its (huge) body is not needed.
+                Err(e) => format!("({e})").into_bytes(),
+            };
+            if success {
+                return Ok(Reply { body: bytes });
             }
             let info = wire::parse_error_body(&bytes);
             let err = ScimError::Http {
@@ -750,9 +914,45 @@ fn check_write_reply(verb: Verb, path: &str, reply: &Reply) -> Result<(), ScimEr
     }
 }
 
-/// A SCIM filter string value: `"` and `\` escaped (RFC 7644 §3.4.2.2, JSON string rules).
-fn escape_filter_value(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"")
+/// Whether a 400 answer to a member removal refuses the form of the request (so the other form
+/// may work) rather than its content: a `scimType` about the path, filter or value
+/// (<https://www.rfc-editor.org/rfc/rfc7644#section-3.12>), Postman's generic `invalidSyntax`
+/// for a body it does not accept (A7), or, without a `scimType`, a detail that talks about the
+/// form. A wrong guess costs one extra request: the other form is only remembered if it works.
+fn refuses_removal_form(e: &ScimError) -> bool {
+    let ScimError::Http {
+        status: 400,
+        scim_type,
+        detail,
+        ..
+    } = e
+    else {
+        return false;
+    };
+    match scim_type.as_deref() {
+        Some("invalidPath" | "invalidFilter" | "noTarget" | "invalidValue" | "invalidSyntax") => {
+            true
+        }
+        Some(_) => false,
+        None => {
+            let d = detail.to_ascii_lowercase();
+            ["support", "filter", "path", "operation", "value"]
+                .iter()
+                .any(|w| d.contains(w))
+        }
+    }
+}
+
+/// `host[:port]` of a redirect's `Location` (resolved against the request URL, so a relative
+/// one names our own host). Never the path or query: they may carry personal data or tokens.
+fn location_host(request: &Url, headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get(LOCATION)?.to_str().ok()?;
+    let target = request.join(raw).ok()?;
+    let host = target.host_str()?;
+    Some(match target.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    })
 }
 
 /// A fully percent-encoded query string. Spaces become `%20` (not form-style `+`) and a literal
@@ -774,12 +974,19 @@ fn encode_component(s: &str) -> String {
         .replace('+', "%20")
 }
 
-/// `Retry-After` in seconds (the form Postman and other clients use: A8). HTTP dates are not
-/// documented for Postman and fall back to backoff.
-fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let secs: f64 = v.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+/// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3,
+/// <https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3>), a date judged against the answer's
+/// own `Date` (so a skewed server clock does not matter), else our clock. Absurd, negative or
+/// non-finite values never panic: they are clamped by `limits` (and the wait again by the
+/// retry policy's `max_wait`) or ignored.
+fn retry_after_hint(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    let now = headers
+        .get(DATE)
+        .and_then(|d| d.to_str().ok())
+        .and_then(|d| DateTime::parse_from_rfc2822(d.trim()).ok())
+        .map_or_else(Utc::now, |d| d.with_timezone(&Utc));
+    limits::parse_retry_after(value, now)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -812,6 +1019,7 @@ mod tests {
             reads_per_minute: 60_000,
             timeout: Duration::from_secs(5),
             retry: RetryPolicy::fast(),
+            max_body_bytes: limits::MAX_BODY_BYTES,
         }
     }
 
@@ -926,7 +1134,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn user_updates_send_put_with_all_three_attributes_and_replace_only_patches() {
+    async fn user_updates_send_put_with_every_created_attribute_and_replace_only_patches() {
         let (server, client, _) = setup().await;
         Mock::given(path("/scim/v2/Users/u1"))
             .respond_with(
@@ -936,7 +1144,7 @@ mod tests {
             .await;
         let id = ScimUserId::new("u1");
         client
-            .replace_user(&id, &attrs(), false)
+            .replace_user(&id, &attrs(), "00u1", false)
             .await
             .expect("put");
         client.set_active(&id, false).await.expect("patch active");
@@ -953,6 +1161,7 @@ mod tests {
                 "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
                 "userName": "taylor.lee@example.com",
                 "name": {"givenName": "Taylor", "familyName": "Lee"},
+                "externalId": "00u1",
                 "active": false
             })
         );
@@ -1044,7 +1253,8 @@ mod tests {
         assert_eq!(
             body(&reqs[4]),
             json!({"schemas": [wire::PATCH_OP_SCHEMA], "Operations": [
-                {"op": "remove", "path": "members", "value": [{"value": "u0"}, {"value": "u1"}]}]})
+                {"op": "remove", "path": "members[value eq \"u0\"]"},
+                {"op": "remove", "path": "members[value eq \"u1\"]"}]})
         );
         assert_eq!(reqs[5].method.as_str(), "DELETE");
         assert_eq!(reqs[5].url.path(), "/scim/v2/Groups/g1");
@@ -1220,7 +1430,7 @@ mod tests {
         let id = ScimUserId::new("u1");
         client.set_active(&id, true).await.expect("204 is fine");
         client
-            .replace_user(&id, &attrs(), true)
+            .replace_user(&id, &attrs(), "00u1", true)
             .await
             .expect("200 text is fine");
     }
@@ -1344,15 +1554,26 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_read_as_seconds() {
+    fn retry_after_is_read_as_seconds_or_a_date_judged_against_the_answers_date() {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after_hint(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            DATE,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:27:00 GMT"),
+        );
         h.insert(
             RETRY_AFTER,
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
-        assert_eq!(parse_retry_after(&h), None);
+        assert_eq!(retry_after_hint(&h), Some(Duration::from_secs(60)));
+        for hostile in ["1e30", "-1", "NaN", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+            h.insert(RETRY_AFTER, HeaderValue::from_static(hostile));
+            assert!(
+                retry_after_hint(&h).is_none_or(|d| d <= limits::MAX_HINT),
+                "{hostile}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -1462,5 +1683,388 @@ mod tests {
         let text = metrics.encode();
         assert!(text.contains("rate_limit_wait_seconds_total{api=\"scim\"}"));
         assert!(!text.contains("retries_total"));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Hostile upstreams
+
+    /// What a [`raw_server`] connection answers after reading a request head.
+    #[derive(Clone, Copy)]
+    enum RawAnswer {
+        /// This head (status line and headers), then the connection is held open.
+        Head(&'static str),
+        /// This head, then 16 KiB chunks of a chunked body until the client goes away.
+        Endless(&'static str),
+    }
+
+    /// A tiny HTTP/1.1 server on 127.0.0.1:0 for what wiremock cannot do (a lying
+    /// `Content-Length`, a body that never ends). Returns its SCIM base URL and a count of the
+    /// request heads it read.
+    async fn raw_server(answer: RawAnswer) -> (Url, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::AtomicUsize;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let heads = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&heads);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    match answer {
+                        RawAnswer::Head(head) => {
+                            if conn.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            // Hold the connection until the client drops it.
+                            while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                        }
+                        RawAnswer::Endless(head) => {
+                            if conn.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            let chunk = format!("4000\r\n{}\r\n", "x".repeat(0x4000));
+                            while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+                        }
+                    }
+                });
+            }
+        });
+        let url = Url::parse(&format!("http://{addr}/scim/v2")).expect("url");
+        (url, heads)
+    }
+
+    fn raw_client(base: Url, max_body_bytes: usize) -> ScimClient {
+        let cfg = ScimClientConfig {
+            base_url: base,
+            api_key: SecretString::from(KEY),
+            auth_scheme: AuthScheme::Raw,
+            writes_per_minute: 60_000,
+            reads_per_minute: 60_000,
+            // Far longer than any of these tests takes: a test that ends by timeout fails on
+            // the error kind, not on time.
+            timeout: Duration::from_secs(60),
+            retry: RetryPolicy::fast(),
+            max_body_bytes,
+        };
+        ScimClient::new(cfg, Arc::new(Metrics::new())).expect("client")
+    }
+
+    const DECLARES_200_MB: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+        Content-Length: 209715200\r\n\r\n{\"totalResults\":";
+    const ENDLESS_200: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+        Transfer-Encoding: chunked\r\n\r\n";
+    const ENDLESS_400: &str = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+        Transfer-Encoding: chunked\r\n\r\n";
+
+    #[tokio::test]
+    async fn retry_after_values_that_once_panicked_are_clamped_and_the_request_is_retried() {
+        for hostile in [
+            "1e30",
+            "-1",
+            "NaN",
+            "18446744073709551616",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            let (server, client, _) = setup().await;
+            Mock::given(method("GET"))
+                .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", hostile))
+                .up_to_n_times(1)
+                .mount(&server)
+                .await;
+            Mock::given(method("GET"))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"totalResults": 0, "Resources": []})),
+                )
+                .mount(&server)
+                .await;
+            // The fast policy's max_wait (200 ms) bounds the wait whatever the header says.
+            let n = client.list_users(|_| {}).await.expect(hostile);
+            assert_eq!(n, 0);
+            assert_eq!(requests(&server).await.len(), 2, "{hostile}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_declared_200_mb_body_is_refused_before_reading_and_a_get_is_not_retried() {
+        let (base, heads) = raw_server(RawAnswer::Head(DECLARES_200_MB)).await;
+        let client = raw_client(base, limits::MAX_BODY_BYTES);
+        let err = client.list_users(|_| {}).await.expect_err("too large");
+        assert!(
+            matches!(
+                err,
+                ScimError::TooLarge {
+                    ambiguous: false,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("209715200"), "{err}");
+        assert!(err.to_string().contains("scim_url"), "{err}");
+        assert!(!err.is_retryable());
+        assert_eq!(heads.load(Ordering::SeqCst), 1, "not asked again");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_to_a_post_is_ambiguous_and_to_a_put_is_not() {
+        let (base, heads) = raw_server(RawAnswer::Head(DECLARES_200_MB)).await;
+        let client = raw_client(base, limits::MAX_BODY_BYTES);
+        let err = client
+            .create_user(&attrs(), "00u1")
+            .await
+            .expect_err("too large");
+        assert!(matches!(err, ScimError::TooLarge { .. }), "{err:?}");
+        assert!(err.is_ambiguous(), "the create may have happened");
+        let err = client
+            .replace_user(&ScimUserId::new("u1"), &attrs(), "00u1", true)
+            .await
+            .expect_err("too large");
+        assert!(matches!(err, ScimError::TooLarge { .. }), "{err:?}");
+        assert!(!err.is_ambiguous() && !err.is_retryable());
+        assert_eq!(heads.load(Ordering::SeqCst), 2, "neither was repeated");
+    }
+
+    #[tokio::test]
+    async fn an_endless_chunked_body_is_cut_at_the_cap() {
+        let (base, heads) = raw_server(RawAnswer::Endless(ENDLESS_200)).await;
+        let client = raw_client(base, 256 * 1024);
+        let err = client
+            .get_user(&ScimUserId::new("u1"))
+            .await
+            .expect_err("endless");
+        assert!(
+            matches!(err, ScimError::TooLarge { .. }),
+            "stopped by the cap, not by the timeout: {err:?}"
+        );
+        assert!(err.to_string().contains("262144"), "{err}");
+        assert_eq!(heads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_endless_error_body_is_cut_and_the_status_still_decides() {
+        let (base, heads) = raw_server(RawAnswer::Endless(ENDLESS_400)).await;
+        // A body cap larger than the error cap: error bodies get the smaller one.
+        let client = raw_client(base, limits::MAX_BODY_BYTES);
+        let err = client
+            .set_active(&ScimUserId::new("u1"), false)
+            .await
+            .expect_err("400");
+        assert_eq!(err.status(), Some(400), "{err:?}");
+        assert!(err.is_permanent());
+        assert!(err.to_string().contains("limit"), "{err}");
+        assert_eq!(heads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_307_is_an_error_naming_the_host_and_the_target_receives_nothing() {
+        let (server, client, _) = setup().await;
+        let elsewhere = MockServer::start().await;
+        Mock::given(wiremock::matchers::any())
+            .respond_with(ResponseTemplate::new(201).set_body_json(user_json("FOREIGN", "x@y.z")))
+            .mount(&elsewhere)
+            .await;
+        let target = Url::parse(&elsewhere.uri()).expect("url");
+        let host = format!(
+            "{}:{}",
+            target.host_str().expect("host"),
+            target.port().expect("port")
+        );
+        Mock::given(wiremock::matchers::any())
+            .respond_with(ResponseTemplate::new(307).insert_header(
+                "Location",
+                format!("{}/scim/v2/Users?token=secret-token", elsewhere.uri()),
+            ))
+            .mount(&server)
+            .await;
+        let err = client
+            .create_user(&attrs(), "00u1")
+            .await
+            .expect_err("redirect");
+        let ScimError::Redirect {
+            status,
+            location_host,
+            ..
+        } = &err
+        else {
+            panic!("expected a redirect error, got {err:?}");
+        };
+        assert_eq!(*status, 307);
+        assert_eq!(location_host.as_deref(), Some(host.as_str()));
+        let text = err.to_string();
+        assert!(text.contains(&host) && text.contains("scim_url"), "{text}");
+        assert!(!text.contains("secret-token"), "{text}");
+        assert!(!err.is_ambiguous() && !err.is_retryable() && err.is_permanent());
+        assert!(
+            client.get_user(&ScimUserId::new("u1")).await.is_err(),
+            "a GET is not followed either"
+        );
+        assert_eq!(requests(&elsewhere).await.len(), 0, "nothing reached it");
+        assert_eq!(requests(&server).await.len(), 2, "no retry");
+    }
+
+    fn is_filter_removal(req: &Request) -> bool {
+        serde_json::from_slice::<Value>(&req.body)
+            .ok()
+            .and_then(|b| b["Operations"][0]["path"].as_str().map(str::to_owned))
+            .is_some_and(|p| p.starts_with("members["))
+    }
+
+    #[tokio::test]
+    async fn a_refused_filter_path_removal_falls_back_to_the_value_list_once_for_all_clones() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("PATCH"))
+            .and(is_filter_removal)
+            .respond_with(scim_error(
+                400,
+                Some("invalidPath"),
+                "Filters in a PATCH path are not supported.",
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        let g = ScimGroupId::new("g1");
+        client
+            .remove_group_members(&g, &[ScimUserId::new("u1"), ScimUserId::new("u2")])
+            .await
+            .expect("fallback works");
+        let reqs = requests(&server).await;
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(
+            body(&reqs[0])["Operations"],
+            json!([{"op": "remove", "path": "members[value eq \"u1\"]"},
+                   {"op": "remove", "path": "members[value eq \"u2\"]"}])
+        );
+        assert_eq!(
+            body(&reqs[1])["Operations"],
+            json!([{"op": "remove", "path": "members",
+                    "value": [{"value": "u1"}, {"value": "u2"}]}])
+        );
+        // A clone goes straight to the form that worked.
+        client
+            .clone()
+            .remove_group_members(&g, &[ScimUserId::new("u3")])
+            .await
+            .expect("value list");
+        let reqs = requests(&server).await;
+        assert_eq!(reqs.len(), 3);
+        assert!(!is_filter_removal(&reqs[2]));
+    }
+
+    #[tokio::test]
+    async fn when_both_removal_forms_are_refused_the_first_refusal_is_returned_and_nothing_is_remembered(
+    ) {
+        let (server, client, _) = setup().await;
+        Mock::given(method("PATCH"))
+            .and(is_filter_removal)
+            .respond_with(scim_error(400, Some("invalidFilter"), "bad filter"))
+            .mount(&server)
+            .await;
+        Mock::given(method("PATCH"))
+            .respond_with(scim_error(400, Some("invalidValue"), "no value please"))
+            .mount(&server)
+            .await;
+        let g = ScimGroupId::new("g1");
+        let err = client
+            .remove_group_members(&g, &[ScimUserId::new("u1")])
+            .await
+            .expect_err("both refused");
+        assert_eq!(err.scim_type(), Some("invalidFilter"), "{err:?}");
+        let _ = client
+            .remove_group_members(&g, &[ScimUserId::new("u1")])
+            .await;
+        let reqs = requests(&server).await;
+        assert_eq!(reqs.len(), 4);
+        assert!(
+            is_filter_removal(&reqs[2]),
+            "still tries the RFC form first"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_removal_refused_for_another_reason_is_not_retried_in_the_other_form() {
+        let (server, client, _) = setup().await;
+        Mock::given(method("PATCH"))
+            .respond_with(scim_error(
+                404,
+                None,
+                "This group isn't a member of the team.",
+            ))
+            .mount(&server)
+            .await;
+        let err = client
+            .remove_group_members(&ScimGroupId::new("g1"), &[ScimUserId::new("u1")])
+            .await
+            .expect_err("404");
+        assert_eq!(err.status(), Some(404));
+        assert_eq!(requests(&server).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn absurd_total_results_never_overflow_nor_cut_a_listing_silently() {
+        let page = |total: Value, n: u64| {
+            let resources: Vec<_> = (0..n)
+                .map(|i| user_json(&format!("u{i}"), &format!("p{i}@example.com")))
+                .collect();
+            json!({"totalResults": total, "Resources": resources})
+        };
+        // u64::MAX: the listing ends on the first empty page.
+        let (server, client, _) = setup().await;
+        Mock::given(method("GET"))
+            .and(wiremock::matchers::query_param("startIndex", "1"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(page(json!(u64::MAX), 100)))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(page(json!(u64::MAX), 0)))
+            .mount(&server)
+            .await;
+        assert_eq!(client.list_users(|_| {}).await.expect("listed"), 100);
+
+        // Negative, fractional or non-numeric: the page does not decode (asked again, then an
+        // error); null is absent, and a short page ends the listing.
+        for total in [json!(-1), json!(1e300), json!("12")] {
+            let (server, client, _) = setup().await;
+            Mock::given(method("GET"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(page(total.clone(), 3)))
+                .mount(&server)
+                .await;
+            let err = client.list_users(|_| {}).await.expect_err("undecodable");
+            assert!(matches!(err, ScimError::Decode { .. }), "{total}: {err:?}");
+            assert_eq!(requests(&server).await.len(), DECODE_ATTEMPTS as usize);
+        }
+        let (server, client, _) = setup().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(page(json!(null), 3)))
+            .mount(&server)
+            .await;
+        assert_eq!(client.list_users(|_| {}).await.expect("listed"), 3);
+
+        // 0 with items, or a server that ignores startIndex: more than it claims exist.
+        for (total, n) in [(0u64, 100u64), (250, 100)] {
+            let (server, client, _) = setup().await;
+            Mock::given(method("GET"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(page(json!(total), n)))
+                .mount(&server)
+                .await;
+            let err = client.list_users(|_| {}).await.expect_err("inconsistent");
+            assert!(err.to_string().contains("inconsistent"), "{err}");
+            assert!(requests(&server).await.len() <= 3);
+        }
     }
 }

@@ -20,6 +20,8 @@ pub(crate) const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", bound(deserialize = "T: Deserialize<'de>"))]
 pub(crate) struct ListResponse<T> {
+    /// A negative, fractional or non-numeric value fails to decode (the page is refused), and
+    /// the paging loop checks a decoded one against what was returned.
     #[serde(default)]
     pub total_results: Option<u64>,
     #[serde(default, rename = "Resources")]
@@ -185,14 +187,17 @@ pub(crate) struct CreateUser<'a> {
     pub active: bool,
 }
 
-/// `PUT /Users/{id}` (postman-scim.md A4.4). All three attributes always, so a strict
-/// full-replace server cannot drop one (B12).
+/// `PUT /Users/{id}` (postman-scim.md A4.4): every attribute `CreateUser` sends, always. A PUT
+/// replaces the whole resource (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1>: omitted
+/// attributes may be cleared), and Postman does not document its reading (B12), so leaving one
+/// out could clear it; `externalId` is the one a rename used to lose.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ReplaceUser<'a> {
     pub schemas: [&'static str; 1],
     pub user_name: &'a str,
     pub name: NameOut<'a>,
+    pub external_id: &'a str,
     pub active: bool,
 }
 
@@ -208,17 +213,57 @@ pub(crate) struct PatchOp {
 pub(crate) struct Operation {
     pub op: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<&'static str>,
-    pub value: Value,
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
 }
 
 impl PatchOp {
     pub(crate) fn one(op: &'static str, path: Option<&'static str>, value: Value) -> Self {
         PatchOp {
             schemas: [PATCH_OP_SCHEMA],
-            operations: vec![Operation { op, path, value }],
+            operations: vec![Operation {
+                op,
+                path: path.map(str::to_owned),
+                value: Some(value),
+            }],
         }
     }
+
+    /// One `remove` per member with a filter path, `members[value eq "<id>"]`
+    /// (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.2.2>: a remove carries no value; the
+    /// filter selects what goes). This is also what Okta's group push sends.
+    pub(crate) fn remove_members_by_filter(members: &[ScimUserId]) -> Self {
+        PatchOp {
+            schemas: [PATCH_OP_SCHEMA],
+            operations: members
+                .iter()
+                .map(|m| Operation {
+                    op: "remove",
+                    path: Some(format!(
+                        "members[value eq \"{}\"]",
+                        escape_filter_value(m.as_str())
+                    )),
+                    value: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// One `remove` of path `members` with the ids as a value list: what Entra ID sends, and
+    /// the form servers that do not parse filter paths accept.
+    pub(crate) fn remove_members_by_value(members: &[ScimUserId]) -> Self {
+        let value = members
+            .iter()
+            .map(|m| serde_json::json!({ "value": m.as_str() }))
+            .collect();
+        PatchOp::one("remove", Some("members"), Value::Array(value))
+    }
+}
+
+/// A SCIM filter string value: `"` and `\` escaped (RFC 7644 §3.4.2.2, JSON string rules).
+pub(crate) fn escape_filter_value(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 #[derive(Debug, Serialize)]

@@ -22,7 +22,8 @@ pub use faults::{Disruption, Fault, FaultConfig, Malformed, Rejection};
 pub use okta::{FakeOkta, OktaSimConfig, OktaStats, PopulateSummary, UserSpec};
 pub use okta_oauth::{OAuthSim, OAuthStats, SimServiceApp, TestKeyPair};
 pub use postman::{
-    AuthScheme, FakePostman, PostmanSimConfig, PostmanStats, SimScimGroup, SimScimUser,
+    AuthScheme, FakePostman, MemberRemoval, PostmanSimConfig, PostmanStats, PutSemantics,
+    SimScimGroup, SimScimUser,
 };
 
 /// Errors from the simulators' own API (their mutators), not from the HTTP side: those are

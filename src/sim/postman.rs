@@ -5,7 +5,9 @@
 //! limits over a sliding window, and injected faults, including writes that were applied before
 //! the connection failed. Tests inspect and change the team through [`FakePostman`]. Where the
 //! reference leaves a behaviour open (Part B), the fake picks the stricter reading and the
-//! comment says so. It must not share wire types with `crate::scim`.
+//! comment says so: by default PUT is a full replace and members are removed only by filter
+//! path, as RFC 7644 reads; [`PostmanSimConfig::lenient`] and [`MemberRemoval`] switch to
+//! forgiving or value-list-only servers. It must not share wire types with `crate::scim`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -48,6 +50,12 @@ const INVALID_EMAIL: &str =
 const RETRY_WRITE: &str =
     "Couldn't update this team member's information. Try again — it should work next time around.";
 const FETCH_FAILED: &str = "Couldn't fetch members of the team.";
+// RFC 7644 §3.5.2.2 removes with a filter in the path; a strict server refuses a value list.
+const REMOVE_NEEDS_FILTER: &str =
+    "a remove operation carries no value, a filter in the path selects what to remove";
+// What a server that does not parse PATCH path filters might say (invented text).
+const NO_PATH_FILTERS: &str = "Filters in a PATCH path are not supported.";
+const USER_NAME_REQUIRED: &str = "userName is required.";
 // Not documented: the text of a 400 for a group member who has not joined (A4.3 says only that
 // users "must join the team before you can assign them to any groups").
 const NOT_JOINED: &str = "Users must join the team before you can assign them to any groups.";
@@ -64,7 +72,38 @@ pub enum AuthScheme {
     Either,
 }
 
-/// How the fake Postman team behaves. Every field is public; start from `Default`.
+/// How `PUT /Users/{id}` treats attributes the body leaves out. Postman does not say (B12).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PutSemantics {
+    /// A full replace (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1>) in its strictest
+    /// reading: the body must carry `schemas` with the User schema and `userName` (REQUIRED,
+    /// <https://www.rfc-editor.org/rfc/rfc7643#section-4.1.1>), and every attribute it omits is
+    /// cleared: `externalId` removed, name parts empty, and `active` (which the RFC gives no
+    /// default) read as not true, so the member is deactivated. A client that forgets an
+    /// attribute loses it here, as it might on the real service.
+    #[default]
+    Replace,
+    /// Attributes present replace the stored ones, absent ones are kept, `externalId` is
+    /// ignored: the reading the documented partial examples suggest (the fake's old behaviour).
+    Merge,
+}
+
+/// Which member-removal forms `PATCH /Groups/{id}` accepts. Postman does not say (B10).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MemberRemoval {
+    /// RFC 7644 §3.5.2.2 (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.2.2>): `remove`
+    /// with a filter path (`members[value eq "<id>"]`); a value list with the plain path
+    /// `members` is refused with 400 `invalidValue`.
+    #[default]
+    FilterPath,
+    /// Both forms (the fake's old behaviour).
+    Either,
+    /// Only the value list (Entra's form); a filter path is refused with 400 `invalidPath`.
+    ValueListOnly,
+}
+
+/// How the fake Postman team behaves. Every field is public; start from `Default` (strict
+/// where the RFC is strict) or [`PostmanSimConfig::lenient`].
 #[derive(Clone, Debug)]
 pub struct PostmanSimConfig {
     pub api_key: SecretString,
@@ -88,6 +127,22 @@ pub struct PostmanSimConfig {
     pub faults: FaultConfig,
     /// Seed for generated ids.
     pub seed: u64,
+    /// What a PUT does with omitted attributes (default: full replace).
+    pub put: PutSemantics,
+    /// Which member-removal forms a group PATCH accepts (default: the RFC filter path only).
+    pub member_removal: MemberRemoval,
+}
+
+impl PostmanSimConfig {
+    /// The forgiving server of earlier versions: PUT merges, both removal forms work. For
+    /// tests that check a client still works against lenient servers, not for new defaults.
+    pub fn lenient() -> Self {
+        Self {
+            put: PutSemantics::Merge,
+            member_removal: MemberRemoval::Either,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for PostmanSimConfig {
@@ -105,6 +160,8 @@ impl Default for PostmanSimConfig {
             latency: Duration::ZERO,
             faults: FaultConfig::default(),
             seed: 2,
+            put: PutSemantics::default(),
+            member_removal: MemberRemoval::default(),
         }
     }
 }
@@ -146,6 +203,12 @@ pub struct PostmanStats {
     /// Most writes accepted within one `rate_window` (60 s by default).
     pub max_writes_in_window: u64,
     pub max_reads_in_window: u64,
+    /// Group PATCHes refused because of their member-removal form (see [`MemberRemoval`]).
+    pub member_removals_refused: u64,
+    /// Accepted `remove` operations with a filter path (`members[value eq "<id>"]`).
+    pub filter_path_removals: u64,
+    /// Accepted `remove` operations with path `members` and a value list.
+    pub value_list_removals: u64,
 }
 
 struct PUser {
@@ -1178,6 +1241,7 @@ enum UserChange {
     UserName(String),
     Given(String),
     Family(String),
+    ExternalId(Option<String>),
 }
 
 /// Applies validated changes to one user, checking the targeted failures and the userName rules
@@ -1220,6 +1284,12 @@ fn apply_user_changes(shared: &Shared, id: &str, changes: Vec<UserChange>) -> Re
                     u.last_modified = now_timestamp();
                 }
             }
+            UserChange::ExternalId(e) => {
+                if let Some(u) = s.users.get_mut(id) {
+                    u.external_id = e;
+                    u.last_modified = now_timestamp();
+                }
+            }
         }
     }
     let body = s
@@ -1231,8 +1301,8 @@ fn apply_user_changes(shared: &Shared, id: &str, changes: Vec<UserChange>) -> Re
     write_ok(shared, body)
 }
 
-/// PUT replaces userName, name and active when present (A4.4). The documented examples send
-/// partial bodies, so absent attributes are left unchanged (B12 is open).
+/// PUT sets userName, name and active (A4.4); what it does with attributes the body omits is
+/// [`PutSemantics`] (B12 is open): cleared by default, kept when lenient.
 async fn put_user(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -1242,29 +1312,58 @@ async fn put_user(
         Ok(m) => m,
         Err(r) => return r.into_response(),
     };
+    let replace = shared.config.put == PutSemantics::Replace;
+    if replace {
+        let has_schema = map
+            .get("schemas")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(USER_SCHEMA)));
+        if !has_schema {
+            return invalid_syntax();
+        }
+    }
     let mut changes = Vec::new();
     match map.get("userName") {
+        None if replace => {
+            return scim_error(
+                StatusCode::BAD_REQUEST,
+                Some("invalidValue"),
+                USER_NAME_REQUIRED,
+            )
+        }
         None => {}
         Some(Value::String(n)) => changes.push(UserChange::UserName(n.trim().to_string())),
         Some(_) => return invalid_syntax(),
     }
-    match map.get("name") {
-        None => {}
-        Some(Value::Object(n)) => {
-            for (field, make) in [
-                ("givenName", UserChange::Given as fn(String) -> UserChange),
-                ("familyName", UserChange::Family),
-            ] {
-                match n.get(field) {
-                    None => {}
-                    Some(Value::String(v)) => changes.push(make(v.clone())),
-                    Some(_) => return invalid_syntax(),
-                }
+    let empty = Map::new();
+    let name = match map.get("name") {
+        None if replace => Some(&empty),
+        None => None,
+        Some(Value::Object(n)) => Some(n),
+        Some(_) => return invalid_syntax(),
+    };
+    if let Some(n) = name {
+        for (field, make) in [
+            ("givenName", UserChange::Given as fn(String) -> UserChange),
+            ("familyName", UserChange::Family),
+        ] {
+            match n.get(field) {
+                None if replace => changes.push(make(String::new())),
+                None => {}
+                Some(Value::String(v)) => changes.push(make(v.clone())),
+                Some(_) => return invalid_syntax(),
             }
         }
-        Some(_) => return invalid_syntax(),
+    }
+    if replace {
+        match map.get("externalId") {
+            None => changes.push(UserChange::ExternalId(None)),
+            Some(Value::String(e)) => changes.push(UserChange::ExternalId(Some(e.clone()))),
+            Some(_) => return invalid_syntax(),
+        }
     }
     match map.get("active") {
+        None if replace => changes.push(UserChange::Active(false)),
         None => {}
         Some(Value::Bool(a)) => changes.push(UserChange::Active(*a)),
         Some(_) => return invalid_syntax(),
@@ -1435,10 +1534,11 @@ fn member_filter_path(path: &str) -> Option<String> {
     parse_eq_filter(inner, &["value"]).map(|(_, v)| v)
 }
 
-/// PATCH /Groups/{id} (A5): `replace` with `{displayName}` renames; `add`/`remove` with path
-/// `members` and `[{"value": id}]` change members (also `remove` with `members[value eq "id"]`,
-/// and `replace` with path `members` and the full list, as baton-scim sends it, A11). The
-/// operations are applied to a copy and committed only if all succeed.
+/// PATCH /Groups/{id} (A5): `replace` with `{displayName}` renames; `add` with path `members`
+/// and `[{"value": id}]` adds members; `remove` with `members[value eq "id"]` or with path
+/// `members` and a value list removes them, as [`MemberRemoval`] allows; `replace` with path
+/// `members` and the full list sets them (baton-scim, A11). The operations are applied to a
+/// copy and committed only if all succeed.
 async fn patch_group(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -1454,13 +1554,16 @@ async fn patch_group(
     if ops.is_empty() {
         return invalid_syntax();
     }
-    let mut inner = lock(&shared.inner);
+    let mut guard = lock(&shared.inner);
+    let inner = &mut *guard;
     let s = &mut inner.state;
+    let removal = shared.config.member_removal;
     let Some(group) = s.groups.get(&id) else {
         return scim_error(StatusCode::NOT_FOUND, None, NO_GROUP);
     };
     let mut name = group.display_name.clone();
     let mut members = group.members.clone();
+    let (mut by_filter, mut by_value) = (0u64, 0u64);
     for op in ops {
         let kind = op.get("op").and_then(Value::as_str);
         let path = op.get("path").and_then(Value::as_str);
@@ -1499,16 +1602,34 @@ async fn patch_group(
                 }
             }
             (Some("remove"), Some("members")) => {
+                if removal == MemberRemoval::FilterPath {
+                    inner.stats.member_removals_refused += 1;
+                    return scim_error(
+                        StatusCode::BAD_REQUEST,
+                        Some("invalidValue"),
+                        REMOVE_NEEDS_FILTER,
+                    );
+                }
                 let Some(ids) = member_ids(value) else {
                     return invalid_syntax();
                 };
                 for m in ids {
                     members.remove(&m);
                 }
+                by_value += 1;
             }
             (Some("remove"), Some(p)) => match member_filter_path(p) {
+                Some(_) if removal == MemberRemoval::ValueListOnly => {
+                    inner.stats.member_removals_refused += 1;
+                    return scim_error(
+                        StatusCode::BAD_REQUEST,
+                        Some("invalidPath"),
+                        NO_PATH_FILTERS,
+                    );
+                }
                 Some(m) => {
                     members.remove(&m);
+                    by_filter += 1;
                 }
                 None => return invalid_syntax(),
             },
@@ -1546,12 +1667,14 @@ async fn patch_group(
         g.members = members;
         g.last_modified = now;
     }
+    inner.stats.filter_path_removals += by_filter;
+    inner.stats.value_list_removals += by_value;
     let body = s
         .groups
         .get(&id)
         .map(|g| group_json(&shared.scim_url, &id, g, s))
         .unwrap_or(Value::Null);
-    drop(inner);
+    drop(guard);
     write_ok(&shared, body)
 }
 
@@ -1826,6 +1949,16 @@ mod tests {
         assert_eq!(user["userName"], "b@example.com");
     }
 
+    fn put_body(user_name: &str, given: &str, family: &str) -> Value {
+        json!({
+            "schemas": [USER_SCHEMA],
+            "userName": user_name,
+            "name": {"givenName": given, "familyName": family},
+            "externalId": "00u1",
+            "active": true
+        })
+    }
+
     #[tokio::test]
     async fn put_refuses_a_username_in_an_unverified_domain() {
         let t = T::new(PostmanSimConfig::default()).await;
@@ -1835,11 +1968,64 @@ mod tests {
             .send(
                 Method::PUT,
                 &path,
-                Some(json!({"userName": "a@elsewhere.org"})),
+                Some(put_body("a@elsewhere.org", "A", "B")),
             )
             .await;
         assert_eq!(status, 400);
         assert_eq!(err["detail"], DOMAIN_NOT_VERIFIED);
+        let (status, user) = t
+            .send(
+                Method::PUT,
+                &path,
+                Some(put_body("a@example.com", "New", "Name")),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(user["name"]["givenName"], "New");
+        assert_eq!(user["externalId"], "00u1");
+    }
+
+    #[tokio::test]
+    async fn a_strict_put_clears_what_it_omits_and_requires_schemas_and_username() {
+        let t = T::new(PostmanSimConfig::default()).await;
+        let (_, user) = t.create("a@example.com").await;
+        let path = format!("/Users/{}", user["id"].as_str().expect("id"));
+        let (status, err) = t
+            .send(
+                Method::PUT,
+                &path,
+                Some(json!({"userName": "a@example.com"})),
+            )
+            .await;
+        assert_eq!((status, &err["scimType"]), (400, &json!("invalidSyntax")));
+        let (status, err) = t
+            .send(Method::PUT, &path, Some(json!({"schemas": [USER_SCHEMA]})))
+            .await;
+        assert_eq!((status, &err["scimType"]), (400, &json!("invalidValue")));
+        // A rename that sends only userName and name loses externalId and active.
+        let (status, user) = t
+            .send(
+                Method::PUT,
+                &path,
+                Some(
+                    json!({"schemas": [USER_SCHEMA], "userName": "a@example.com",
+                            "name": {"givenName": "New"}}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(user["name"]["familyName"], "");
+        assert!(user.get("externalId").is_none(), "{user}");
+        assert_eq!(user["active"], false);
+        let u = &t.fake.users()[0];
+        assert_eq!((u.external_id.as_deref(), u.active), (None, false));
+    }
+
+    #[tokio::test]
+    async fn a_lenient_put_keeps_what_it_omits() {
+        let t = T::new(PostmanSimConfig::lenient()).await;
+        let (_, user) = t.create("a@example.com").await;
+        let path = format!("/Users/{}", user["id"].as_str().expect("id"));
         let (status, user) = t
             .send(
                 Method::PUT,
@@ -1850,6 +2036,98 @@ mod tests {
         assert_eq!(status, 200);
         assert_eq!(user["name"]["givenName"], "New");
         assert_eq!(user["userName"], "a@example.com");
+        assert_eq!(user["externalId"], "00u1");
+        assert_eq!(user["active"], true);
+    }
+
+    /// A group with members `a@example.com` and `b@example.com`; returns the group's path and
+    /// the two member ids.
+    async fn group_of_two(t: &T) -> (String, String, String) {
+        let a = t
+            .fake
+            .add_member("a@example.com", "A", "A", true)
+            .expect("a");
+        let b = t
+            .fake
+            .add_member("b@example.com", "B", "B", true)
+            .expect("b");
+        let g = t
+            .fake
+            .add_group("Eng", &[a.clone(), b.clone()])
+            .expect("group");
+        (format!("/Groups/{g}"), a.to_string(), b.to_string())
+    }
+
+    fn remove_by_filter(id: &str) -> Value {
+        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+               "Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]})
+    }
+
+    fn remove_by_value(id: &str) -> Value {
+        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+               "Operations": [{"op": "remove", "path": "members", "value": [{"value": id}]}]})
+    }
+
+    #[tokio::test]
+    async fn member_removal_forms_follow_the_configured_strictness() {
+        // Strict (default): the filter path works, a value list is refused.
+        let t = T::new(PostmanSimConfig::default()).await;
+        let (path, a, _) = group_of_two(&t).await;
+        let (status, err) = t
+            .send(Method::PATCH, &path, Some(remove_by_value(&a)))
+            .await;
+        assert_eq!(status, 400);
+        assert_eq!(err["scimType"], "invalidValue");
+        assert_eq!(err["detail"], REMOVE_NEEDS_FILTER);
+        let (status, _) = t
+            .send(Method::PATCH, &path, Some(remove_by_filter(&a)))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(t.fake.groups()[0].members.len(), 1);
+        let stats = t.fake.stats();
+        assert_eq!(
+            (
+                stats.member_removals_refused,
+                stats.filter_path_removals,
+                stats.value_list_removals
+            ),
+            (1, 1, 0)
+        );
+
+        // Value list only: the filter path is refused with invalidPath.
+        let t = T::new(PostmanSimConfig {
+            member_removal: MemberRemoval::ValueListOnly,
+            ..PostmanSimConfig::default()
+        })
+        .await;
+        let (path, a, _) = group_of_two(&t).await;
+        let (status, err) = t
+            .send(Method::PATCH, &path, Some(remove_by_filter(&a)))
+            .await;
+        assert_eq!((status, &err["scimType"]), (400, &json!("invalidPath")));
+        let (status, _) = t
+            .send(Method::PATCH, &path, Some(remove_by_value(&a)))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(t.fake.groups()[0].members.len(), 1);
+
+        // Lenient: both.
+        let t = T::new(PostmanSimConfig::lenient()).await;
+        let (path, a, b) = group_of_two(&t).await;
+        assert_eq!(
+            t.send(Method::PATCH, &path, Some(remove_by_value(&a)))
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            t.send(Method::PATCH, &path, Some(remove_by_filter(&b)))
+                .await
+                .0,
+            200
+        );
+        assert!(t.fake.groups()[0].members.is_empty());
+        assert_eq!(t.fake.stats().member_removals_refused, 0);
     }
 
     #[tokio::test]

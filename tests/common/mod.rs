@@ -143,6 +143,20 @@ level = "warn"
         .expect("engine")
     }
 
+    /// A fresh engine on the state file, built from this config text instead of
+    /// [`World::config_text`] (for example with `scim_url` pointing somewhere else).
+    pub fn engine_from(&self, config_text: &str) -> Engine {
+        let store = Store::open(&self.state_path()).expect("open store");
+        build_engine(
+            Arc::new(Config::parse(config_text).expect("valid test config")),
+            Arc::new(Mutex::new(store)),
+            true,
+            Arc::new(Metrics::new()),
+            RetryPolicy::fast(),
+        )
+        .expect("engine")
+    }
+
     /// An engine for dry runs: the store opened read-only (in memory when the file is missing).
     pub fn engine_dry(&self) -> Engine {
         let store = match Store::open_read_only(&self.state_path()).expect("open store") {

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, DATE};
 
+use crate::limits;
+
 /// The rate-limit headers of one response (A5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct RateHeaders {
@@ -124,11 +126,11 @@ impl Limiter {
         let budget = ((limit * self.share).floor() as u64).max(1);
         let reserve = limit * (1.0 - self.share);
         if w.sent < budget && (w.remaining as f64 - 1.0) >= reserve {
-            w.sent += 1;
+            w.sent = w.sent.saturating_add(1);
             w.remaining = w.remaining.saturating_sub(1);
             Decision::Go
         } else {
-            Decision::Wait(w.ends_at - now)
+            Decision::Wait(w.ends_at.saturating_duration_since(now))
         }
     }
 
@@ -154,7 +156,9 @@ impl Limiter {
                         remaining: h.remaining,
                         // The request that brought this answer is the window's first we know of.
                         sent: 1,
-                        ends_at: now + until_reset,
+                        // Clamped again here: `until_reset` comes from a header, and
+                        // `Instant + Duration` panics on overflow.
+                        ends_at: limits::instant_after(now, until_reset, limits::MAX_HINT),
                     },
                 );
             }

@@ -542,6 +542,7 @@ fn verify_assertion(
             d,
         ))
     };
+    crate::okta::install_crypto_provider();
     let Ok(header) = jsonwebtoken::decode_header(assertion) else {
         return Err(invalid(s, "The client_assertion is not a valid JWT."));
     };
@@ -640,6 +641,7 @@ fn verify_proof(
     htu: &str,
     token: Option<&str>,
 ) -> Result<(String, Option<String>), String> {
+    crate::okta::install_crypto_provider();
     let header = jsonwebtoken::decode_header(proof)
         .map_err(|_| "The DPoP proof is not a JWT.".to_string())?;
     if header.typ.as_deref() != Some("dpop+jwt") {

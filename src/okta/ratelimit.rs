@@ -278,6 +278,72 @@ mod tests {
     }
 
     #[test]
+    fn reset_waits_at_the_ends_of_i64_never_overflow() {
+        let cap = Duration::from_secs(120);
+        let now = Utc::now();
+        for reset in [i64::MAX, i64::MIN, -1, 0] {
+            for server in [
+                Some(DateTime::<Utc>::MAX_UTC),
+                Some(DateTime::<Utc>::MIN_UTC),
+                None,
+            ] {
+                assert!(reset_wait(reset, server, now, cap) <= cap);
+            }
+        }
+        assert_eq!(reset_wait(i64::MAX, None, now, cap), cap);
+        assert_eq!(reset_wait(i64::MIN, None, now, cap), Duration::ZERO);
+    }
+
+    proptest::proptest! {
+        /// Whatever the three headers and `Date` say, parsing, the wait and the limiter never
+        /// panic, and no wait exceeds its cap.
+        #[test]
+        fn any_rate_limit_headers_give_bounded_waits_and_no_panic(
+            limit in proptest::prelude::any::<u64>(),
+            remaining in proptest::prelude::any::<u64>(),
+            reset in proptest::prelude::any::<i64>(),
+            date in proptest::prelude::any::<i64>(),
+            share in 0.001f64..=1.0,
+            cap_ms in 0u64..10_000_000,
+            raw in "[ -~]{0,40}",
+        ) {
+            let cap = Duration::from_millis(cap_ms);
+            let server = DateTime::from_timestamp(date, 0);
+            let wait = reset_wait(reset, server, Utc::now(), cap);
+            proptest::prop_assert!(wait <= cap);
+
+            let mut h = HeaderMap::new();
+            h.insert("x-rate-limit-limit", limit.to_string().parse().expect("digits"));
+            h.insert("x-rate-limit-remaining", remaining.to_string().parse().expect("digits"));
+            h.insert("x-rate-limit-reset", reset.to_string().parse().expect("digits"));
+            if let Ok(v) = raw.parse() {
+                h.insert(DATE, v);
+            }
+            let parsed = RateHeaders::from_headers(&h);
+            proptest::prop_assert_eq!(parsed, Some(headers(limit, remaining, reset)));
+            let _ = server_date(&h);
+            // Garbage in any header is "no rate-limit headers", never a panic.
+            if let Ok(v) = raw.parse() {
+                h.insert("x-rate-limit-reset", v);
+                let _ = RateHeaders::from_headers(&h);
+            }
+
+            let t0 = Instant::now();
+            let mut l = Limiter::new(share);
+            for _ in 0..3 {
+                l.observe("k", headers(limit, remaining, reset), wait, t0);
+                if let Decision::Wait(d) = l.acquire("k", t0) {
+                    proptest::prop_assert!(d <= wait.min(limits::MAX_HINT));
+                }
+            }
+            // A later answer of an absurd window, then time passing far beyond it.
+            l.observe("k", headers(limit, remaining, reset.wrapping_add(1)), Duration::MAX, t0);
+            let _ = l.acquire("k", t0);
+            let _ = l.acquire("k", t0 + limits::MAX_HINT + SECOND);
+        }
+    }
+
+    #[test]
     fn bucket_keys_follow_okta_prefix_buckets() {
         assert_eq!(bucket_key("/api/v1/apps/0oa1"), "apps/{id}");
         assert_eq!(bucket_key("/api/v1/apps/0oa1/users"), "apps/*");

@@ -514,7 +514,12 @@ async fn token(State(sim): State<Arc<OAuthSim>>, headers: HeaderMap, body: Strin
         Issued {
             client_id,
             scopes: requested.clone(),
-            expires: Instant::now() + lifetime,
+            // Tests set absurd lifetimes (u64::MAX seconds): `Instant + Duration` would panic.
+            expires: crate::limits::instant_after(
+                Instant::now(),
+                lifetime,
+                Duration::from_secs(100 * 365 * 24 * 3600),
+            ),
             jkt,
         },
     );

@@ -274,13 +274,18 @@ impl OktaError {
 }
 
 fn describe_size(declared: Option<u64>, cap: usize) -> String {
+    let limit = if cap >= 1 << 20 && cap % (1 << 20) == 0 {
+        format!("{} MiB", cap >> 20)
+    } else {
+        format!("{cap}-byte")
+    };
     match declared {
         Some(n) => format!(
-            "declares {n} bytes, more than the {cap}-byte limit on a response body (nothing was \
+            "declares {n} bytes, more than the {limit} limit on a response body (nothing was \
              read)"
         ),
         None => format!(
-            "is longer than the {cap}-byte limit on a response body (reading stopped at the \
+            "is longer than the {limit} limit on a response body (reading stopped at the \
              limit)"
         ),
     }

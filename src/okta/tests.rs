@@ -1030,7 +1030,7 @@ async fn a_page_declaring_200_mb_is_refused_before_reading_and_not_retried() {
     }
     let text = partial.error.to_string();
     assert!(
-        text.contains("byte limit") && text.contains(USERS),
+        text.contains("32 MiB limit on a response body") && text.contains(USERS),
         "{text}"
     );
     assert!(text.contains("page_size"), "says what to check: {text}");

@@ -6,8 +6,10 @@
 //! It only reads: it must not write to Okta, decide what happens in Postman, or log errors it
 //! returns (the caller handles and logs them once). No credential (API token, OAuth private key,
 //! access token) ever appears in `Debug` output, logs or errors, and none is sent to any origin
-//! other than `org_url`. OAuth service apps (okta-api.md A4.2, A4.3) live in `oauth.rs`.
+//! other than `org_url`. OAuth service apps (okta-api.md A4.2, A4.3) live in `oauth.rs`, the
+//! JWT signatures they need in `crypto.rs`.
 
+mod crypto;
 mod error;
 mod mapping;
 mod oauth;

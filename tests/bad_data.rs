@@ -187,9 +187,9 @@ const HOSTILE_PAGE_BYTES: u64 = 300 * 1024 * 1024;
 /// (the unbounded client reached 1.8 GB on a 200 MB page).
 const PEAK_RSS_LIMIT_KIB: u64 = 128 * 1024;
 
-/// An Okta on 127.0.0.1:0 whose every answer is a chunked, syntactically valid page of app
-/// users `HOSTILE_PAGE_BYTES` long, generated on the fly (never held in memory here).
-async fn start_hostile_okta() -> String {
+/// An Okta on 127.0.0.1:0 whose every answer is a chunked, syntactically valid page of
+/// copies of `item`, `total` bytes long, generated on the fly (never held in memory here).
+async fn start_hostile_okta(total: u64, item: &'static [u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -211,8 +211,7 @@ async fn start_hostile_okta() -> String {
                 if conn.write_all(head.as_bytes()).await.is_err() {
                     return;
                 }
-                // 64 KiB chunks of `{"id":"00u…","status":"ACTIVE"},` items.
-                let item = br#"{"id":"00uhostile000000000","status":"ACTIVE"},"#;
+                // 64 KiB chunks of items.
                 let mut payload = b"[".to_vec();
                 while payload.len() + item.len() <= 64 * 1024 {
                     payload.extend_from_slice(item);
@@ -229,7 +228,7 @@ async fn start_hostile_okta() -> String {
                 if conn.write_all(&first).await.is_err() {
                     return;
                 }
-                while sent < HOSTILE_PAGE_BYTES {
+                while sent < total {
                     if conn.write_all(&rest).await.is_err() {
                         return;
                     }
@@ -317,23 +316,17 @@ fn rss_probe() {
     std::fs::write(usage, format!("{code} {}\n", ru.ru_maxrss)).expect("usage file");
 }
 
-#[tokio::test]
-async fn a_300_mb_okta_page_fails_the_run_with_bounded_memory_and_no_deactivation() {
-    let w = World::new().await;
-    w.okta_user("Ann", "Lee");
-    w.okta_user("Bob", "Ray");
-    assert_eq!(w.run().await.outcome, Outcome::Ok);
-    let writes = w.writes();
-    // Later runs read the hostile Okta instead: every answer is a 300 MB page.
-    let hostile = start_hostile_okta().await;
-    let text = w.config_text().replace(&w.okta.base_url(), &hostile);
+/// Runs `reconcile` of `w`'s config pointed at `hostile`; returns the exit code, the peak RSS
+/// in KiB and the output.
+async fn reconcile_against(w: &World, hostile: &str, name: &str) -> (i32, u64, String) {
+    let text = w.config_text().replace(&w.okta.base_url(), hostile);
     assert!(
-        text.contains(&hostile),
+        text.contains(hostile),
         "the config points at the hostile Okta"
     );
-    let config = w.dir.path().join("hostile.toml");
+    let config = w.dir.path().join(format!("{name}.toml"));
     std::fs::write(&config, text).expect("write config");
-    let out = w.dir.path().join("hostile-run.log");
+    let out = w.dir.path().join(format!("{name}.log"));
     let args: Vec<String> = vec![
         "--config".into(),
         config.display().to_string(),
@@ -345,8 +338,29 @@ async fn a_300_mb_okta_page_fails_the_run_with_bounded_memory_and_no_deactivatio
     })
     .await
     .expect("join");
-    let log = std::fs::read_to_string(&out).unwrap_or_default();
-    eprintln!("peak RSS of reconcile against a 300 MB Okta page: {peak_kib} KiB");
+    eprintln!("peak RSS of reconcile against {name}: {peak_kib} KiB");
+    (
+        code,
+        peak_kib,
+        std::fs::read_to_string(&out).unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn hostile_okta_pages_fail_the_run_with_bounded_memory_and_no_deactivation() {
+    let w = World::new().await;
+    w.okta_user("Ann", "Lee");
+    w.okta_user("Bob", "Ray");
+    assert_eq!(w.run().await.outcome, Outcome::Ok);
+    let writes = w.writes();
+
+    // 300 MB of well-formed app users: stopped at the body cap.
+    let hostile = start_hostile_okta(
+        HOSTILE_PAGE_BYTES,
+        br#"{"id":"00uhostile000000000","status":"ACTIVE"},"#,
+    )
+    .await;
+    let (code, peak_kib, log) = reconcile_against(&w, &hostile, "a-300-mb-page").await;
     assert_eq!(code, 1, "a failed Okta read exits 1: {log}");
     assert!(
         log.contains("limit on a response body"),
@@ -356,6 +370,18 @@ async fn a_300_mb_okta_page_fails_the_run_with_bounded_memory_and_no_deactivatio
         peak_kib < PEAK_RSS_LIMIT_KIB,
         "peak RSS {peak_kib} KiB, limit {PEAK_RSS_LIMIT_KIB} KiB"
     );
+
+    // Just under the cap, but millions of tiny items: refused by count, not decoded whole.
+    let hostile = start_hostile_okta(30 * 1024 * 1024, br#"{"id":"00u1"},"#).await;
+    let (code, peak_kib, log) = reconcile_against(&w, &hostile, "a-page-of-tiny-items").await;
+    assert_eq!(code, 1, "a failed Okta read exits 1: {log}");
+    assert!(log.contains("more than 10000 items"), "{log}");
+    assert!(
+        peak_kib < PEAK_RSS_LIMIT_KIB,
+        "peak RSS {peak_kib} KiB, limit {PEAK_RSS_LIMIT_KIB} KiB"
+    );
+
     assert_eq!(w.writes(), writes, "no Postman write, no deactivation");
     assert!(w.member("ann.lee@example.com").is_some_and(|u| u.active));
+    assert!(w.member("bob.ray@example.com").is_some_and(|u| u.active));
 }

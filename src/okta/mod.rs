@@ -54,6 +54,10 @@ const MAX_APP_USERS_LIMIT: u32 = 500;
 const DECODE_ATTEMPTS: u32 = 3;
 /// Bound on the pages of one listing: 10,000 pages of 500 are far beyond any real org.
 const MAX_PAGES: usize = 10_000;
+/// Most items one page may hold. We ask for at most 500 (A2); 10,000 is the largest `limit`
+/// any Okta list endpoint documents. Without a bound, a page of 32 MiB of `{"id":"…"}` would
+/// become millions of skipped-user records, each with its reason.
+const MAX_ITEMS_PER_PAGE: usize = 10_000;
 /// Largest error body read (Okta's error objects are a few hundred bytes, A6): the status says
 /// enough when it is longer, and a 5xx that is retried never costs more than this per attempt.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
@@ -266,8 +270,8 @@ impl OktaClient {
                 });
                 match fast {
                     Ok(()) => Ok(()),
-                    Err(_) => for_each_item::<Value, _>(endpoint, fetched, |item| {
-                        absorb_app_user(endpoint, item, mapping, &mut read)
+                    Err(_) => for_each_item::<wire::BoundedValue, _>(endpoint, fetched, |item| {
+                        absorb_app_user(endpoint, item.0, mapping, &mut read)
                     }),
                 }
             })
@@ -337,8 +341,8 @@ impl OktaClient {
             });
             match fast {
                 Ok(()) => Ok(()),
-                Err(_) => for_each_item::<Value, _>(endpoint, fetched, |item| {
-                    members.insert(OktaUserId(item_id(endpoint, &item, "group member")?));
+                Err(_) => for_each_item::<wire::BoundedValue, _>(endpoint, fetched, |item| {
+                    members.insert(OktaUserId(item_id(endpoint, &item.0, "group member")?));
                     Ok(())
                 }),
             }
@@ -394,7 +398,9 @@ impl OktaClient {
         F: FnMut(&str, Value) -> Result<(), OktaError>,
     {
         self.for_each_raw_page(first, |endpoint, fetched| {
-            for_each_item::<Value, _>(endpoint, fetched, |item| on_item(endpoint, item))
+            for_each_item::<wire::BoundedValue, _>(endpoint, fetched, |item| {
+                on_item(endpoint, item.0)
+            })
         })
         .await
     }
@@ -743,9 +749,23 @@ where
 {
     check_json_array(endpoint, fetched)?;
     let mut stopped = None;
+    let mut count = 0usize;
+    let mut counted = |item: T| {
+        count += 1;
+        if count > MAX_ITEMS_PER_PAGE {
+            return Err(decode_error(
+                endpoint,
+                format!(
+                    "the page holds more than {MAX_ITEMS_PER_PAGE} items, far more than the \
+                     {MAX_APP_USERS_LIMIT} at most asked for"
+                ),
+            ));
+        }
+        on_item(item)
+    };
     let mut de = serde_json::Deserializer::from_slice(&fetched.body);
     let visitor = EachItem {
-        on_item: &mut on_item,
+        on_item: &mut counted,
         stopped: &mut stopped,
         item: std::marker::PhantomData,
     };

@@ -1334,3 +1334,28 @@ async fn an_absurd_retry_after_on_a_429_without_rate_headers_waits_a_bounded_tim
             .unwrap_or_else(|e| panic!("Retry-After {value}: {e}"));
     }
 }
+
+#[tokio::test]
+async fn a_page_with_far_more_items_than_asked_for_fails_the_read() {
+    let server = MockServer::start().await;
+    let items: Vec<Value> = (0..10_001)
+        .map(|i| json!({"id": format!("00u{i}")}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(USERS))
+        .respond_with(ok_json(Value::Array(items)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (okta, _) = client(&server);
+    let partial = okta
+        .read_app_users(&AttributeMapping::default())
+        .await
+        .expect_err("refused");
+    assert!(!partial.read.complete);
+    assert!(
+        partial.error.to_string().contains("more than 10000 items"),
+        "{}",
+        partial.error
+    );
+}

@@ -274,7 +274,7 @@ impl OktaError {
 }
 
 fn describe_size(declared: Option<u64>, cap: usize) -> String {
-    let limit = if cap >= 1 << 20 && cap % (1 << 20) == 0 {
+    let limit = if cap >= 1 << 20 && cap.is_multiple_of(1 << 20) {
         format!("{} MiB", cap >> 20)
     } else {
         format!("{cap}-byte")

@@ -261,7 +261,7 @@ impl OktaClient {
                 // reports exactly what is wrong with which item (absorbing an item twice is
                 // harmless: users are keyed by id).
                 let fast = for_each_item::<wire::AppUserItem, _>(endpoint, fetched, |item| {
-                    if !item.id.as_deref().is_some_and(|id| !id.is_empty()) {
+                    if item.id.as_deref().is_none_or(str::is_empty) {
                         return Err(decode_error(endpoint, "an app user without an id".into()));
                     }
                     let (id, app) = item.split();

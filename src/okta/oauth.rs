@@ -403,7 +403,13 @@ impl TokenSource {
                         )
                     })
                 })
-                .flatten();
+                .flatten()
+                // A proxy's `Retry-After`, only without Okta's headers; clamped like them.
+                .or_else(|| {
+                    (status == StatusCode::TOO_MANY_REQUESTS)
+                        .then(|| super::retry_after(&headers, policy.max_wait))
+                        .flatten()
+                });
             return Step::Failed(Attempt::Transient { err, retry_after });
         }
         Step::Failed(Attempt::Permanent(err))
@@ -718,9 +724,8 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_private_key_is_a_config_error_that_names_the_key() {
-        let err = load_private_key(&SecretString::from("not a key".to_string()))
-            .err()
-            .expect("rejected");
+        let err =
+            load_private_key(&SecretString::from("not a key".to_string())).expect_err("rejected");
         assert!(err.to_string().contains("okta.private_key_file"), "{err}");
     }
 

@@ -61,16 +61,13 @@ fn new_signer(alg: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>, 
 
 fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>, Error> {
     match (alg, key.family()) {
-        (Algorithm::RS256, AlgorithmFamily::Rsa) | (Algorithm::ES256, AlgorithmFamily::Ec) => {
+        (Algorithm::RS256, AlgorithmFamily::Rsa)
+        | (Algorithm::ES256 | Algorithm::ES384, AlgorithmFamily::Ec) => {
             Ok(Box::new(PublicKeyVerifier {
                 key: key.clone(),
                 alg: *alg,
             }))
         }
-        (Algorithm::ES384, AlgorithmFamily::Ec) => Ok(Box::new(PublicKeyVerifier {
-            key: key.clone(),
-            alg: *alg,
-        })),
         (Algorithm::RS256 | Algorithm::ES256 | Algorithm::ES384, _) => {
             Err(ErrorKind::InvalidKeyFormat.into())
         }

@@ -723,6 +723,41 @@ mod tests {
     }
 
     #[test]
+    fn rsa_keys_in_pkcs8_and_pkcs1_sign_rs256_that_the_public_jwk_verifies() {
+        use base64::engine::general_purpose::STANDARD;
+        let pkcs8_pem = include_str!("../../tests/fixtures/oauth-test-only-rsa-key.pem");
+        let jwk: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/oauth-test-only-rsa-key.public.jwk.json"
+        ))
+        .expect("jwk");
+        let b64: String = pkcs8_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let der = STANDARD.decode(b64).expect("base64");
+        // PKCS#8 wraps the PKCS#1 key of an RSA-2048 key after a fixed 26-byte header
+        // (SEQUENCE, version, rsaEncryption AlgorithmIdentifier, OCTET STRING header).
+        let pkcs1_pem = format!(
+            "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n",
+            STANDARD.encode(&der[26..])
+        );
+        let public = jsonwebtoken::DecodingKey::from_rsa_components(
+            jwk["n"].as_str().expect("n"),
+            jwk["e"].as_str().expect("e"),
+        )
+        .expect("public key");
+        for pem in [pkcs8_pem.to_string(), pkcs1_pem] {
+            let (key, alg) = load_private_key(&SecretString::from(pem)).expect("usable key");
+            assert_eq!(alg, Algorithm::RS256);
+            let claims = serde_json::json!({"iss": "0oa1", "exp": 4_000_000_000u64});
+            let token = jsonwebtoken::encode(&Header::new(alg), &claims, &key).expect("signs");
+            let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);
+            v.validate_aud = false;
+            jsonwebtoken::decode::<serde_json::Value>(&token, &public, &v).expect("verifies");
+        }
+    }
+
+    #[test]
     fn a_file_that_is_not_a_private_key_is_a_config_error_that_names_the_key() {
         let err =
             load_private_key(&SecretString::from("not a key".to_string())).expect_err("rejected");

@@ -4,6 +4,11 @@
 //!
 //! Pure bookkeeping: callers pass the clock in (`Instant`, the server's `Date`) and do the
 //! sleeping themselves; this module never sleeps, sends or logs.
+//!
+//! Every header is untrusted: `X-Rate-Limit-*` values at the ends of `u64`/`i64`, a `Reset` far
+//! in the past or future, a `Date` that is absurd or missing never overflow or panic (saturating
+//! arithmetic, float casts that saturate, instants built with `limits::instant_after`), and no
+//! wait exceeds its cap. The proptest below feeds them arbitrary values.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -138,6 +138,7 @@ pub fn okta_client_config_with(
         max_rate_share: config.okta.max_rate_share,
         timeout: config.okta.timeout,
         retry,
+        max_body_bytes: crate::limits::MAX_BODY_BYTES,
     }
 }
 

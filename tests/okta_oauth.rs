@@ -303,3 +303,24 @@ async fn neither_the_private_key_nor_a_token_appears_in_debug_or_errors() {
         assert!(!text.contains("eyJ"), "a JWT leaked: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_token_whose_expires_in_is_u64_max_syncs_and_is_reused_without_a_panic() {
+    // `expires_in: 18446744073709551615` once panicked in `Instant + Duration` and killed the
+    // run task; the client clamps the lifetime to a day.
+    let w = oauth_world("", |_| {}).await;
+    w.okta
+        .oauth()
+        .set_token_lifetime(std::time::Duration::from_secs(u64::MAX));
+    seed(&w);
+    let engine = w.engine();
+    for _ in 0..2 {
+        let r = engine
+            .run(&RunOptions::default(), &CancellationToken::new(), None)
+            .await;
+        assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
+    }
+    let stats = w.okta.oauth().stats();
+    assert_eq!(stats.tokens_issued, 1, "one token for both runs: {stats:?}");
+    assert!(w.member("ann.lee@example.com").is_some_and(|u| u.active));
+}

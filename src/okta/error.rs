@@ -189,6 +189,24 @@ pub enum OktaError {
         problem: OAuthProblem,
     },
 
+    /// An answer larger than the client's cap on a response body: refused from its
+    /// `Content-Length`, or stopped at the cap while streaming. Not retried: a server (or a
+    /// proxy in front of it) that sent this once sends it again.
+    #[error(
+        "Okta's answer to {endpoint} (HTTP {status}) {}; the read was abandoned. Okta's pages \
+         stay far below this (500 app users are about 1.5 MB): check for a proxy or gateway \
+         between this host and org_url that answers in Okta's place, or lower [okta] page_size \
+         if app user profiles are very large",
+        describe_size(*.declared, *.cap)
+    )]
+    TooLarge {
+        endpoint: String,
+        status: u16,
+        /// The `Content-Length` the server declared, when it declared one above the cap.
+        declared: Option<u64>,
+        cap: usize,
+    },
+
     /// The client assertion or a DPoP proof could not be signed.
     #[error("OAuth signing failed: {reason}")]
     Signing { reason: String },
@@ -204,6 +222,7 @@ impl OktaError {
             OktaError::Config { .. }
             | OktaError::Signing { .. }
             | OktaError::Decode { .. }
+            | OktaError::TooLarge { .. }
             | OktaError::ForeignNextLink { .. }
             | OktaError::BadNextLink { .. } => false,
         }
@@ -247,9 +266,28 @@ impl OktaError {
         match self {
             OktaError::Api { status, .. }
             | OktaError::Decode { status, .. }
+            | OktaError::TooLarge { status, .. }
             | OktaError::TokenRefused { status, .. } => Some(*status),
             _ => None,
         }
+    }
+}
+
+fn describe_size(declared: Option<u64>, cap: usize) -> String {
+    let limit = if cap >= 1 << 20 && cap.is_multiple_of(1 << 20) {
+        format!("{} MiB", cap >> 20)
+    } else {
+        format!("{cap}-byte")
+    };
+    match declared {
+        Some(n) => format!(
+            "declares {n} bytes, more than the {limit} limit on a response body (nothing was \
+             read)"
+        ),
+        None => format!(
+            "is longer than the {limit} limit on a response body (reading stopped at the \
+             limit)"
+        ),
     }
 }
 

@@ -6,8 +6,10 @@
 //! It only reads: it must not write to Okta, decide what happens in Postman, or log errors it
 //! returns (the caller handles and logs them once). No credential (API token, OAuth private key,
 //! access token) ever appears in `Debug` output, logs or errors, and none is sent to any origin
-//! other than `org_url`. OAuth service apps (okta-api.md A4.2, A4.3) live in `oauth.rs`.
+//! other than `org_url`. OAuth service apps (okta-api.md A4.2, A4.3) live in `oauth.rs`, the
+//! JWT signatures they need in `crypto.rs`.
 
+mod crypto;
 mod error;
 mod mapping;
 mod oauth;
@@ -25,7 +27,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LINK};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LINK, RETRY_AFTER,
+};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -33,8 +37,10 @@ use url::{Host, Url};
 
 pub use error::{ApiErrorDetails, OAuthProblem, OktaError};
 pub use mapping::{entitlement, AttributeMapping, MappingError, Source};
+pub(crate) use oauth::install_crypto_provider;
 pub use oauth::{OAuthSettings, DEFAULT_SCOPES};
 
+use crate::limits::{self, BodyError};
 use crate::metrics::Metrics;
 use crate::model::{OktaGroupId, OktaRead, OktaUserId};
 use crate::retry::{retry, Attempt, RetryPolicy};
@@ -44,10 +50,17 @@ use ratelimit::{Decision, Limiter, RateHeaders};
 const USER_AGENT: &str = concat!("okta-postman-sync/", env!("CARGO_PKG_VERSION"));
 /// Largest `limit` of `/apps/{id}/users` (A2, A3).
 const MAX_APP_USERS_LIMIT: u32 = 500;
-/// Bound on the pages of one listing: 10,000 pages of 500 are far beyond any real org.
 /// How many times a page is fetched when its body is not JSON at all.
 const DECODE_ATTEMPTS: u32 = 3;
+/// Bound on the pages of one listing: 10,000 pages of 500 are far beyond any real org.
 const MAX_PAGES: usize = 10_000;
+/// Most items one page may hold. We ask for at most 500 (A2); 10,000 is the largest `limit`
+/// any Okta list endpoint documents. Without a bound, a page of 32 MiB of `{"id":"…"}` would
+/// become millions of skipped-user records, each with its reason.
+const MAX_ITEMS_PER_PAGE: usize = 10_000;
+/// Largest error body read (Okta's error objects are a few hundred bytes, A6): the status says
+/// enough when it is longer, and a 5xx that is retried never costs more than this per attempt.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// `/apps/{id}/groups` allows 20..=200; `/groups/{id}/users` recommends 200 (A2).
 const GROUPS_LIMIT: &str = "200";
 const GROUP_USERS_LIMIT: &str = "200";
@@ -80,11 +93,15 @@ pub struct OktaClientConfig {
     /// Per-request timeout.
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Largest response body read from Okta (pages, `check`, the token endpoint, error
+    /// bodies); a larger answer fails that request with [`OktaError::TooLarge`].
+    pub max_body_bytes: usize,
 }
 
 impl OktaClientConfig {
     /// A configuration with the documented defaults: 500 app users per page, half of each
-    /// rate-limit window, 30 s per request, the default retry policy.
+    /// rate-limit window, 30 s per request, the default retry policy, bodies of at most
+    /// [`limits::MAX_BODY_BYTES`].
     pub fn with_defaults(org_url: Url, app_id: impl Into<String>, auth: OktaAuth) -> Self {
         Self {
             org_url,
@@ -94,6 +111,7 @@ impl OktaClientConfig {
             max_rate_share: 0.5,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
+            max_body_bytes: limits::MAX_BODY_BYTES,
         }
     }
 }
@@ -138,6 +156,7 @@ struct Inner {
     retry: RetryPolicy,
     limiter: Mutex<Limiter>,
     metrics: Arc<Metrics>,
+    max_body_bytes: usize,
 }
 
 /// Produces the `Authorization` header (and a DPoP proof): a static SSWS value, or OAuth's
@@ -183,9 +202,11 @@ impl OktaClient {
                 value.set_sensitive(true);
                 Authorizer::Static(value)
             }
-            OktaAuth::OAuth(settings) => {
-                Authorizer::OAuth(Box::new(oauth::TokenSource::new(&cfg.org_url, settings)?))
-            }
+            OktaAuth::OAuth(settings) => Authorizer::OAuth(Box::new(oauth::TokenSource::new(
+                &cfg.org_url,
+                settings,
+                cfg.max_body_bytes,
+            )?)),
         };
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
@@ -207,6 +228,7 @@ impl OktaClient {
                 retry: cfg.retry,
                 limiter: Mutex::new(Limiter::new(cfg.max_rate_share)),
                 metrics,
+                max_body_bytes: cfg.max_body_bytes,
             }),
         })
     }
@@ -232,27 +254,26 @@ impl OktaClient {
         );
         let result = self
             .for_each_raw_page(first, |endpoint, fetched| {
-                // Fast path: the whole page straight into typed records, skipping the fields
-                // we do not read without building a JSON tree (issue 6: a 100k-user read spent
-                // most of its CPU allocating and freeing `Value`s). Any page that does not fit
-                // the typed shape, or has an item without an id, goes the general way below,
-                // which reports exactly what is wrong with which item.
-                if let Ok(items) = serde_json::from_slice::<Vec<wire::AppUserItem>>(&fetched.body) {
-                    if items
-                        .iter()
-                        .all(|i| i.id.as_deref().is_some_and(|id| !id.is_empty()))
-                    {
-                        for item in items {
-                            let (id, app) = item.split();
-                            absorb_typed_app_user(OktaUserId(id), &app, mapping, &mut read);
-                        }
-                        return Ok(());
+                // Fast path: each item straight into a typed record, skipping the fields we do
+                // not read without building a JSON tree (issue 6: a 100k-user read spent most
+                // of its CPU allocating and freeing `Value`s). At the first item that does not
+                // fit the typed shape or has no id, the page goes again the general way, which
+                // reports exactly what is wrong with which item (absorbing an item twice is
+                // harmless: users are keyed by id).
+                let fast = for_each_item::<wire::AppUserItem, _>(endpoint, fetched, |item| {
+                    if item.id.as_deref().is_none_or(str::is_empty) {
+                        return Err(decode_error(endpoint, "an app user without an id".into()));
                     }
+                    let (id, app) = item.split();
+                    absorb_typed_app_user(OktaUserId(id), &app, mapping, &mut read);
+                    Ok(())
+                });
+                match fast {
+                    Ok(()) => Ok(()),
+                    Err(_) => for_each_item::<wire::BoundedValue, _>(endpoint, fetched, |item| {
+                        absorb_app_user(endpoint, item.0, mapping, &mut read)
+                    }),
                 }
-                let body = decode_json(endpoint, fetched.status, &fetched.headers, &fetched.body)?;
-                expect_array(endpoint, fetched.status, body)?
-                    .into_iter()
-                    .try_for_each(|item| absorb_app_user(endpoint, item, mapping, &mut read))
             })
             .await;
         match result {
@@ -277,20 +298,18 @@ impl OktaClient {
             &[("limit", GROUPS_LIMIT), ("expand", "group")],
         );
         let mut groups = BTreeMap::new();
-        self.for_each_page(first, |endpoint, items| {
-            for item in items {
-                let id = item_id(endpoint, &item, "group assignment")?;
-                let assignment: wire::GroupAssignment = serde_json::from_value(item)
-                    .map_err(|e| decode_error(endpoint, format!("group assignment {id}: {e}")))?;
-                let name = assignment
-                    .embedded
-                    .and_then(|e| e.group)
-                    .and_then(|g| g.profile)
-                    .and_then(|p| p.name)
-                    .filter(|n| !n.trim().is_empty())
-                    .unwrap_or_else(|| id.clone());
-                groups.insert(OktaGroupId(id), name);
-            }
+        self.for_each_page(first, |endpoint, item| {
+            let id = item_id(endpoint, &item, "group assignment")?;
+            let assignment: wire::GroupAssignment = serde_json::from_value(item)
+                .map_err(|e| decode_error(endpoint, format!("group assignment {id}: {e}")))?;
+            let name = assignment
+                .embedded
+                .and_then(|e| e.group)
+                .and_then(|g| g.profile)
+                .and_then(|p| p.name)
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| id.clone());
+            groups.insert(OktaGroupId(id), name);
             Ok(())
         })
         .await?;
@@ -310,20 +329,23 @@ impl OktaClient {
         self.for_each_raw_page(first, |endpoint, fetched| {
             // Fast path, as for app users: only the ids, without a JSON tree of every member's
             // full User object. Anything unexpected goes the general way, which names the fault.
-            if let Ok(items) = serde_json::from_slice::<Vec<wire::IdOnly>>(&fetched.body) {
-                if items
-                    .iter()
-                    .all(|i| i.id.as_deref().is_some_and(|id| !id.is_empty()))
-                {
-                    members.extend(items.into_iter().filter_map(|i| i.id.map(OktaUserId)));
-                    return Ok(());
+            let fast = for_each_item::<wire::IdOnly, _>(endpoint, fetched, |item| match item.id {
+                Some(id) if !id.is_empty() => {
+                    members.insert(OktaUserId(id));
+                    Ok(())
                 }
+                _ => Err(decode_error(
+                    endpoint,
+                    "a group member without an id".into(),
+                )),
+            });
+            match fast {
+                Ok(()) => Ok(()),
+                Err(_) => for_each_item::<wire::BoundedValue, _>(endpoint, fetched, |item| {
+                    members.insert(OktaUserId(item_id(endpoint, &item.0, "group member")?));
+                    Ok(())
+                }),
             }
-            let body = decode_json(endpoint, fetched.status, &fetched.headers, &fetched.body)?;
-            for item in expect_array(endpoint, fetched.status, body)? {
-                members.insert(OktaUserId(item_id(endpoint, &item, "group member")?));
-            }
-            Ok(())
         })
         .await?;
         Ok(members)
@@ -333,8 +355,9 @@ impl OktaClient {
     /// groups (no paging). Returns the app's label.
     pub async fn check(&self) -> Result<String, OktaError> {
         let app_url = self.url(&["apps", &self.inner.app_id], &[]);
-        let (_, body) = self.get_json(&app_url).await?;
-        let app: wire::Application = serde_json::from_value(body)
+        let fetched = self.get(&app_url).await?;
+        check_json(app_url.path(), &fetched)?;
+        let app: wire::Application = serde_json::from_slice(&fetched.body)
             .map_err(|e| decode_error(app_url.path(), format!("application: {e}")))?;
         let label = app
             .label
@@ -348,8 +371,8 @@ impl OktaClient {
         // 20 is the smallest limit /apps/{id}/groups accepts (A2).
         let groups = self.url(&["apps", &self.inner.app_id, "groups"], &[("limit", "20")]);
         for url in [users, groups] {
-            let (fetched, body) = self.get_json(&url).await?;
-            expect_array(url.path(), fetched.status, body)?;
+            let fetched = self.get(&url).await?;
+            check_json_array(url.path(), &fetched)?;
         }
         Ok(label)
     }
@@ -369,14 +392,15 @@ impl OktaClient {
         url
     }
 
-    /// Fetches `first` and every page after it, handing each page's items to `on_page`.
-    async fn for_each_page<F>(&self, first: Url, mut on_page: F) -> Result<(), OktaError>
+    /// Fetches `first` and every page after it, handing each item of each page to `on_item`.
+    async fn for_each_page<F>(&self, first: Url, mut on_item: F) -> Result<(), OktaError>
     where
-        F: FnMut(&str, Vec<Value>) -> Result<(), OktaError>,
+        F: FnMut(&str, Value) -> Result<(), OktaError>,
     {
         self.for_each_raw_page(first, |endpoint, fetched| {
-            let body = decode_json(endpoint, fetched.status, &fetched.headers, &fetched.body)?;
-            on_page(endpoint, expect_array(endpoint, fetched.status, body)?)
+            for_each_item::<wire::BoundedValue, _>(endpoint, fetched, |item| {
+                on_item(endpoint, item.0)
+            })
         })
         .await
     }
@@ -459,14 +483,6 @@ impl OktaClient {
         Ok(next)
     }
 
-    /// One GET with courtesy pacing and retries, its body decoded as JSON (a body that is not
-    /// JSON is a permanent error, as it was never worth retrying).
-    async fn get_json(&self, url: &Url) -> Result<(Fetched, Value), OktaError> {
-        let fetched = self.get(url).await?;
-        let body = decode_json(url.path(), fetched.status, &fetched.headers, &fetched.body)?;
-        Ok((fetched, body))
-    }
-
     /// One GET with courtesy pacing and retries; the body is left undecoded. With OAuth, a 401
     /// (the token expired early or was revoked) refreshes the token once and tries again
     /// (okta-api.md C "Auth").
@@ -536,32 +552,31 @@ impl OktaClient {
                 .unwrap_or_else(PoisonError::into_inner)
                 .observe(bucket, rate, wait, Instant::now());
         }
-        let body = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) if status.is_success() => return Err(transport_attempt(endpoint, e)),
-            // An error status with a broken body: the status says enough.
-            Err(_) => Default::default(),
-        };
         if status.is_success() {
+            let body = read_capped(endpoint, status, response, inner.max_body_bytes).await?;
             return Ok(Fetched {
                 status,
                 next: next_link(&headers),
                 headers,
-                body: body.to_vec(),
+                body,
             });
         }
+        let body = read_error_body(response, inner.max_body_bytes).await;
         let mut err = api_error(status, endpoint, &headers, &body);
         if let (OktaError::Api { details, .. }, Authorizer::OAuth(_)) = (&mut err, &inner.auth) {
             details.via_oauth = true;
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
-            // Wait until the window resets (Reset - Date + 1 s, capped; A5 and C).
-            if let Some(wait) = until_reset {
+            // Wait until the window resets (Reset - Date + 1 s, capped; A5 and C). Okta sends
+            // no `Retry-After`, but a proxy in front of it may: used only without the
+            // rate-limit headers, clamped like them.
+            let wait = until_reset.or_else(|| retry_after(&headers, inner.retry.max_wait));
+            if let Some(wait) = wait {
                 inner.metrics.rate_limit_wait("okta", wait.as_secs_f64());
             }
             return Err(Attempt::Transient {
                 err,
-                retry_after: until_reset,
+                retry_after: wait,
             });
         }
         if status.is_server_error() {
@@ -650,6 +665,9 @@ fn validate(cfg: &OktaClientConfig) -> Result<(), OktaError> {
     if cfg.timeout.is_zero() {
         return Err(config_error("timeout must be above zero"));
     }
+    if cfg.max_body_bytes == 0 {
+        return Err(config_error("max_body_bytes must be above zero"));
+    }
     match &cfg.auth {
         OktaAuth::ApiToken(t) if t.expose_secret().trim().is_empty() => {
             Err(config_error("the API token is empty"))
@@ -720,57 +738,183 @@ fn decode_error(endpoint: &str, detail: String) -> OktaError {
     }
 }
 
-fn expect_array(endpoint: &str, status: StatusCode, body: Value) -> Result<Vec<Value>, OktaError> {
-    match body {
-        Value::Array(items) => Ok(items),
-        other => Err(OktaError::Decode {
-            endpoint: endpoint.to_string(),
-            status: status.as_u16(),
-            detail: format!("expected a JSON array, got {}", json_kind(&other)),
-        }),
+/// Hands each item of a JSON array page to `on_item`, one at a time: memory holds the raw page
+/// and one decoded item, never a decoded copy of the whole page (a page of 32 MiB of `{},`
+/// would otherwise decode to gigabytes of records). The body is checked to be JSON first,
+/// without allocating, so a cut-off or HTML page is reported before any item is taken.
+fn for_each_item<T, F>(endpoint: &str, fetched: &Fetched, mut on_item: F) -> Result<(), OktaError>
+where
+    T: serde::de::DeserializeOwned,
+    F: FnMut(T) -> Result<(), OktaError>,
+{
+    check_json_array(endpoint, fetched)?;
+    let mut stopped = None;
+    let mut count = 0usize;
+    let mut counted = |item: T| {
+        count += 1;
+        if count > MAX_ITEMS_PER_PAGE {
+            return Err(decode_error(
+                endpoint,
+                format!(
+                    "the page holds more than {MAX_ITEMS_PER_PAGE} items, far more than the \
+                     {MAX_APP_USERS_LIMIT} at most asked for"
+                ),
+            ));
+        }
+        on_item(item)
+    };
+    let mut de = serde_json::Deserializer::from_slice(&fetched.body);
+    let visitor = EachItem {
+        on_item: &mut counted,
+        stopped: &mut stopped,
+        item: std::marker::PhantomData,
+    };
+    let result = serde::Deserializer::deserialize_seq(&mut de, visitor);
+    if let Some(e) = stopped {
+        return Err(e);
+    }
+    result.map_err(|e| OktaError::Decode {
+        endpoint: endpoint.to_string(),
+        status: fetched.status.as_u16(),
+        detail: format!("an item of the page has the wrong shape ({e})"),
+    })
+}
+
+/// The visitor behind [`for_each_item`]: decodes one element, hands it over, drops it.
+struct EachItem<'a, T, F> {
+    on_item: &'a mut F,
+    /// The callback's error, which stops the walk (serde only carries its own error type).
+    stopped: &'a mut Option<OktaError>,
+    item: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<'de, T, F> serde::de::Visitor<'de> for EachItem<'_, T, F>
+where
+    T: serde::de::DeserializeOwned,
+    F: FnMut(T) -> Result<(), OktaError>,
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<T>()? {
+            if let Err(e) = (self.on_item)(item) {
+                *self.stopped = Some(e);
+                return Err(serde::de::Error::custom("stopped by the item's error"));
+            }
+        }
+        Ok(())
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+/// The body is JSON (checked without building anything).
+fn check_json(endpoint: &str, fetched: &Fetched) -> Result<(), OktaError> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(&fetched.body)
+        .map(|_| ())
+        .map_err(|e| {
+            decode_failure(
+                endpoint,
+                fetched.status,
+                &fetched.headers,
+                &fetched.body,
+                &e,
+            )
+        })
 }
 
-fn decode_json(
+/// The body is a JSON array.
+fn check_json_array(endpoint: &str, fetched: &Fetched) -> Result<(), OktaError> {
+    check_json(endpoint, fetched)?;
+    let first = fetched
+        .body
+        .iter()
+        .copied()
+        .find(|b| !b.is_ascii_whitespace());
+    let kind = match first {
+        Some(b'[') => return Ok(()),
+        Some(b'{') => "an object",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    };
+    Err(OktaError::Decode {
+        endpoint: endpoint.to_string(),
+        status: fetched.status.as_u16(),
+        detail: format!("expected a JSON array, got {kind}"),
+    })
+}
+
+/// Why a body is not JSON, in an operator's words.
+fn decode_failure(
     endpoint: &str,
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Value, OktaError> {
-    serde_json::from_slice(body).map_err(|e| {
-        let content_type = headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("no Content-Type");
-        let detail = if body.is_empty() {
-            format!("empty body ({content_type})")
-        } else if !content_type.contains("json") || body.trim_ascii_start().starts_with(b"<") {
-            format!(
-                "expected JSON, got {content_type} starting {:?}",
-                snippet(body)
-            )
-        } else if e.is_eof() {
-            format!("JSON cut off after {} bytes ({e})", body.len())
-        } else {
-            format!("malformed JSON ({e})")
-        };
-        OktaError::Decode {
-            endpoint: endpoint.to_string(),
-            status: status.as_u16(),
-            detail,
+    e: &serde_json::Error,
+) -> OktaError {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no Content-Type");
+    let detail = if body.is_empty() {
+        format!("empty body ({content_type})")
+    } else if !content_type.contains("json") || body.trim_ascii_start().starts_with(b"<") {
+        format!(
+            "expected JSON, got {content_type} starting {:?}",
+            snippet(body)
+        )
+    } else if e.is_eof() {
+        format!("JSON cut off after {} bytes ({e})", body.len())
+    } else {
+        format!("malformed JSON ({e})")
+    };
+    OktaError::Decode {
+        endpoint: endpoint.to_string(),
+        status: status.as_u16(),
+        detail,
+    }
+}
+
+/// Reads a successful answer's body with the cap. Too large is permanent (a server that sent
+/// 300 MB once will again); a connection that breaks mid-body may be retried.
+async fn read_capped(
+    endpoint: &str,
+    status: StatusCode,
+    response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, Attempt<OktaError>> {
+    match limits::read_body(response, cap).await {
+        Ok(body) => Ok(body),
+        Err(BodyError::TooLarge { declared, cap }) => {
+            Err(Attempt::Permanent(OktaError::TooLarge {
+                endpoint: endpoint.to_string(),
+                status: status.as_u16(),
+                declared,
+                cap,
+            }))
         }
-    })
+        Err(BodyError::Transport(e)) => Err(transport_attempt(endpoint, e)),
+    }
+}
+
+/// Reads an error answer's body, at most [`MAX_ERROR_BODY_BYTES`]. A body that is too long or
+/// breaks off is dropped: the status says enough.
+async fn read_error_body(response: reqwest::Response, cap: usize) -> Vec<u8> {
+    limits::read_body(response, cap.min(MAX_ERROR_BODY_BYTES))
+        .await
+        .unwrap_or_default()
+}
+
+/// A `Retry-After` hint (RFC 9110 section 10.2.3, https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3),
+/// judged by the server's `Date` when it sent one, at most `max`.
+fn retry_after(headers: &HeaderMap, max: Duration) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    let now = ratelimit::server_date(headers).unwrap_or_else(Utc::now);
+    limits::parse_retry_after(value, now).map(|d| d.min(max))
 }
 
 /// The first characters of a body, whitespace collapsed, for error messages.

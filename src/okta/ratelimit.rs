@@ -4,12 +4,19 @@
 //!
 //! Pure bookkeeping: callers pass the clock in (`Instant`, the server's `Date`) and do the
 //! sleeping themselves; this module never sleeps, sends or logs.
+//!
+//! Every header is untrusted: `X-Rate-Limit-*` values at the ends of `u64`/`i64`, a `Reset` far
+//! in the past or future, a `Date` that is absurd or missing never overflow or panic (saturating
+//! arithmetic, float casts that saturate, instants built with `limits::instant_after`), and no
+//! wait exceeds its cap. The proptest below feeds them arbitrary values.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, DATE};
+
+use crate::limits;
 
 /// The rate-limit headers of one response (A5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,11 +131,11 @@ impl Limiter {
         let budget = ((limit * self.share).floor() as u64).max(1);
         let reserve = limit * (1.0 - self.share);
         if w.sent < budget && (w.remaining as f64 - 1.0) >= reserve {
-            w.sent += 1;
+            w.sent = w.sent.saturating_add(1);
             w.remaining = w.remaining.saturating_sub(1);
             Decision::Go
         } else {
-            Decision::Wait(w.ends_at - now)
+            Decision::Wait(w.ends_at.saturating_duration_since(now))
         }
     }
 
@@ -154,7 +161,9 @@ impl Limiter {
                         remaining: h.remaining,
                         // The request that brought this answer is the window's first we know of.
                         sent: 1,
-                        ends_at: now + until_reset,
+                        // Clamped again here: `until_reset` comes from a header, and
+                        // `Instant + Duration` panics on overflow.
+                        ends_at: limits::instant_after(now, until_reset, limits::MAX_HINT),
                     },
                 );
             }
@@ -271,6 +280,72 @@ mod tests {
         assert_eq!(server_date(&h).map(|d| d.timestamp()), Some(1_609_459_198));
         h.insert("X-Rate-Limit-Reset", "soon".parse().expect("header"));
         assert_eq!(RateHeaders::from_headers(&h), None);
+    }
+
+    #[test]
+    fn reset_waits_at_the_ends_of_i64_never_overflow() {
+        let cap = Duration::from_secs(120);
+        let now = Utc::now();
+        for reset in [i64::MAX, i64::MIN, -1, 0] {
+            for server in [
+                Some(DateTime::<Utc>::MAX_UTC),
+                Some(DateTime::<Utc>::MIN_UTC),
+                None,
+            ] {
+                assert!(reset_wait(reset, server, now, cap) <= cap);
+            }
+        }
+        assert_eq!(reset_wait(i64::MAX, None, now, cap), cap);
+        assert_eq!(reset_wait(i64::MIN, None, now, cap), Duration::ZERO);
+    }
+
+    proptest::proptest! {
+        /// Whatever the three headers and `Date` say, parsing, the wait and the limiter never
+        /// panic, and no wait exceeds its cap.
+        #[test]
+        fn any_rate_limit_headers_give_bounded_waits_and_no_panic(
+            limit in proptest::prelude::any::<u64>(),
+            remaining in proptest::prelude::any::<u64>(),
+            reset in proptest::prelude::any::<i64>(),
+            date in proptest::prelude::any::<i64>(),
+            share in 0.001f64..=1.0,
+            cap_ms in 0u64..10_000_000,
+            raw in "[ -~]{0,40}",
+        ) {
+            let cap = Duration::from_millis(cap_ms);
+            let server = DateTime::from_timestamp(date, 0);
+            let wait = reset_wait(reset, server, Utc::now(), cap);
+            proptest::prop_assert!(wait <= cap);
+
+            let mut h = HeaderMap::new();
+            h.insert("x-rate-limit-limit", limit.to_string().parse().expect("digits"));
+            h.insert("x-rate-limit-remaining", remaining.to_string().parse().expect("digits"));
+            h.insert("x-rate-limit-reset", reset.to_string().parse().expect("digits"));
+            if let Ok(v) = raw.parse() {
+                h.insert(DATE, v);
+            }
+            let parsed = RateHeaders::from_headers(&h);
+            proptest::prop_assert_eq!(parsed, Some(headers(limit, remaining, reset)));
+            let _ = server_date(&h);
+            // Garbage in any header is "no rate-limit headers", never a panic.
+            if let Ok(v) = raw.parse() {
+                h.insert("x-rate-limit-reset", v);
+                let _ = RateHeaders::from_headers(&h);
+            }
+
+            let t0 = Instant::now();
+            let mut l = Limiter::new(share);
+            for _ in 0..3 {
+                l.observe("k", headers(limit, remaining, reset), wait, t0);
+                if let Decision::Wait(d) = l.acquire("k", t0) {
+                    proptest::prop_assert!(d <= wait.min(limits::MAX_HINT));
+                }
+            }
+            // A later answer of an absurd window, then time passing far beyond it.
+            l.observe("k", headers(limit, remaining, reset.wrapping_add(1)), Duration::MAX, t0);
+            let _ = l.acquire("k", t0);
+            let _ = l.acquire("k", t0 + limits::MAX_HINT + SECOND);
+        }
     }
 
     #[test]

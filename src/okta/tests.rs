@@ -917,3 +917,445 @@ fn link_headers_are_parsed_line_by_line_and_value_by_value() {
         None
     );
 }
+
+// --- Hostile upstreams (issue 11): bodies that never end, lie about their size, headers and
+// token lifetimes at the ends of their types. Behaviour only: what was read, what failed, how
+// many requests were sent; never how long anything took.
+
+/// What [`HostileServer`] sends after the status line and headers.
+#[derive(Clone, Copy)]
+enum HostileBody {
+    /// `Content-Length: <n>`, and then nothing at all: a client that started reading would
+    /// wait for the body until its timeout, so a `TooLarge` proves it never tried.
+    Declares(u64),
+    /// `Transfer-Encoding: chunked`, a `[` and then whitespace, 16 KiB a chunk, until the
+    /// client goes away.
+    Endless,
+}
+
+/// A hand-written HTTP/1.1 server on 127.0.0.1:0 for answers wiremock cannot give: a lying
+/// `Content-Length`, a chunked body without end. Every request gets the same answer; the
+/// number of requests is counted.
+struct HostileServer {
+    uri: String,
+    requests: Arc<AtomicUsize>,
+}
+
+impl HostileServer {
+    async fn start(body: HostileBody) -> HostileServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let uri = format!("http://{}", listener.local_addr().expect("addr"));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    // Read the request head (these GETs have no body).
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let framing = match body {
+                        HostileBody::Declares(n) => format!("Content-Length: {n}"),
+                        HostileBody::Endless => "Transfer-Encoding: chunked".to_string(),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+                    );
+                    if conn.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    match body {
+                        HostileBody::Declares(_) => {
+                            // Hold the connection open, sending nothing, until the client
+                            // drops it.
+                            let _ = conn.read(&mut buf).await;
+                        }
+                        HostileBody::Endless => {
+                            let mut chunk = format!("{:x}\r\n[", 16 * 1024).into_bytes();
+                            chunk.extend(std::iter::repeat_n(b' ', 16 * 1024 - 1));
+                            chunk.extend_from_slice(b"\r\n");
+                            if conn.write_all(&chunk).await.is_err() {
+                                return;
+                            }
+                            let mut chunk = format!("{:x}\r\n", 16 * 1024).into_bytes();
+                            chunk.extend(std::iter::repeat_n(b' ', 16 * 1024));
+                            chunk.extend_from_slice(b"\r\n");
+                            while conn.write_all(&chunk).await.is_ok() {}
+                        }
+                    }
+                });
+            }
+        });
+        HostileServer { uri, requests }
+    }
+
+    fn config(&self) -> OktaClientConfig {
+        OktaClientConfig {
+            retry: RetryPolicy::fast(),
+            timeout: Duration::from_secs(20),
+            ..OktaClientConfig::with_defaults(
+                self.uri.parse().expect("server URI"),
+                APP,
+                OktaAuth::ApiToken(TOKEN.into()),
+            )
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_page_declaring_200_mb_is_refused_before_reading_and_not_retried() {
+    let server = HostileServer::start(HostileBody::Declares(200 * 1024 * 1024)).await;
+    let (okta, _) = client_with(server.config());
+    let partial = okta
+        .read_app_users(&AttributeMapping::default())
+        .await
+        .expect_err("an oversized page fails the read");
+    assert!(!partial.read.complete, "a partial read: no deactivations");
+    match &partial.error {
+        OktaError::TooLarge { declared, cap, .. } => {
+            assert_eq!(*declared, Some(200 * 1024 * 1024));
+            assert_eq!(*cap, limits::MAX_BODY_BYTES);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let text = partial.error.to_string();
+    assert!(
+        text.contains("32 MiB limit on a response body") && text.contains(USERS),
+        "{text}"
+    );
+    assert!(text.contains("page_size"), "says what to check: {text}");
+    assert!(!partial.error.is_retryable());
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1, "never retried");
+}
+
+#[tokio::test]
+async fn an_endless_chunked_page_is_stopped_at_the_cap_and_not_retried() {
+    let server = HostileServer::start(HostileBody::Endless).await;
+    let (okta, _) = client_with(OktaClientConfig {
+        max_body_bytes: 256 * 1024,
+        ..server.config()
+    });
+    let partial = okta
+        .read_app_users(&AttributeMapping::default())
+        .await
+        .expect_err("an endless page fails the read");
+    assert!(!partial.read.complete);
+    assert!(
+        matches!(
+            partial.error,
+            OktaError::TooLarge {
+                declared: None,
+                cap: 262_144,
+                ..
+            }
+        ),
+        "{:?}",
+        partial.error
+    );
+    assert!(
+        partial.error.to_string().contains("reading stopped"),
+        "{}",
+        partial.error
+    );
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1, "never retried");
+}
+
+#[tokio::test]
+async fn check_and_group_reads_are_capped_too() {
+    let server = HostileServer::start(HostileBody::Endless).await;
+    let (okta, _) = client_with(OktaClientConfig {
+        max_body_bytes: 64 * 1024,
+        ..server.config()
+    });
+    let e = okta.check().await.expect_err("capped");
+    assert!(matches!(e, OktaError::TooLarge { .. }), "{e:?}");
+    let e = okta.list_app_groups().await.expect_err("capped");
+    assert!(matches!(e, OktaError::TooLarge { .. }), "{e:?}");
+    let e = okta
+        .list_group_members(&OktaGroupId::new("00g1"))
+        .await
+        .expect_err("capped");
+    assert!(matches!(e, OktaError::TooLarge { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn an_oversized_error_body_still_reports_the_status() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v1/apps/{APP}")))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_string(format!("{{\"errorCode\":\"{}\"}}", "E".repeat(1 << 20))),
+        )
+        .mount(&server)
+        .await;
+    let (okta, _) = client(&server);
+    let e = okta.check().await.expect_err("404");
+    assert_eq!(e.status(), Some(404));
+    assert_eq!(e.hint(), Some("check [okta] app_id"), "{e}");
+}
+
+#[tokio::test]
+async fn a_page_of_items_of_the_wrong_shape_midway_is_reported_by_the_general_path() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(USERS))
+        .respond_with(ok_json(json!([
+            app_user("00u1", "ada@example.com", "ACTIVE", "ACTIVE"),
+            {"id": "00u2", "status": 7},
+            app_user("00u3", "cy@example.com", "ACTIVE", "ACTIVE"),
+        ])))
+        .mount(&server)
+        .await;
+    let (okta, _) = client(&server);
+    let read = okta
+        .read_app_users(&AttributeMapping::default())
+        .await
+        .expect("a bad item is skipped, not fatal");
+    assert_eq!(read.users.len(), 2, "{:?}", read.users);
+    assert!(read.skipped.contains_key(&OktaUserId::new("00u2")));
+}
+
+/// A `[okta] auth = "oauth"` client against `server`, with a fresh EC key.
+fn oauth_config(server: &MockServer) -> OktaClientConfig {
+    let key = crate::sim::okta_oauth::TestKeyPair::generate_ec();
+    OktaClientConfig {
+        auth: OktaAuth::OAuth(OAuthSettings {
+            client_id: "0oaservice".into(),
+            private_key_pem: key.private_pem.into(),
+            key_id: Some("kid1".into()),
+            scopes: DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+            force_dpop: false,
+        }),
+        ..config(server)
+    }
+}
+
+/// Mounts a token endpoint answering `body`, expected `times` times, and an app-user page
+/// that needs its token.
+async fn mount_token_and_users(server: &MockServer, body: &str, times: u64) {
+    Mock::given(method("POST"))
+        .and(path("/oauth2/v1/token"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw(body.as_bytes().to_vec(), "application/json"),
+        )
+        .expect(times)
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(USERS))
+        .and(header("authorization", "Bearer tok-1"))
+        .respond_with(ok_json(json!([app_user(
+            "00u1",
+            "ada@example.com",
+            "ACTIVE",
+            "ACTIVE"
+        )])))
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn a_token_that_claims_to_live_forever_works_and_does_not_panic() {
+    let server = MockServer::start().await;
+    mount_token_and_users(
+        &server,
+        r#"{"token_type":"Bearer","expires_in":18446744073709551615,"access_token":"tok-1"}"#,
+        1,
+    )
+    .await;
+    let (okta, _) = client_with(oauth_config(&server));
+    for _ in 0..2 {
+        let read = okta
+            .read_app_users(&AttributeMapping::default())
+            .await
+            .expect("the token works");
+        assert_eq!(read.users.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_token_that_claims_to_expire_at_once_is_not_fetched_for_every_request() {
+    let server = MockServer::start().await;
+    mount_token_and_users(
+        &server,
+        r#"{"token_type":"Bearer","expires_in":0,"access_token":"tok-1"}"#,
+        1,
+    )
+    .await;
+    let (okta, _) = client_with(oauth_config(&server));
+    for _ in 0..5 {
+        okta.read_app_users(&AttributeMapping::default())
+            .await
+            .expect("the token works");
+    }
+    // `expect(1)` on the token endpoint is verified when the server drops.
+}
+
+#[tokio::test]
+async fn an_endless_token_answer_is_refused_at_the_cap() {
+    let server = HostileServer::start(HostileBody::Endless).await;
+    let key = crate::sim::okta_oauth::TestKeyPair::generate_ec();
+    let (okta, _) = client_with(OktaClientConfig {
+        auth: OktaAuth::OAuth(OAuthSettings {
+            client_id: "0oaservice".into(),
+            private_key_pem: key.private_pem.into(),
+            key_id: None,
+            scopes: DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+            force_dpop: false,
+        }),
+        ..server.config()
+    });
+    let e = okta.check().await.expect_err("no token");
+    match &e {
+        OktaError::TooLarge { endpoint, cap, .. } => {
+            assert_eq!(endpoint, "/oauth2/v1/token");
+            assert_eq!(
+                *cap,
+                1024 * 1024,
+                "token answers have their own, smaller cap"
+            );
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1, "never retried");
+}
+
+#[tokio::test]
+async fn absurd_rate_limit_headers_never_panic_and_waits_stay_bounded() {
+    let cases: &[(&str, &str, &str, Option<&str>)] = &[
+        ("18446744073709551615", "0", "9223372036854775807", None),
+        (
+            "18446744073709551615",
+            "18446744073709551615",
+            "-9223372036854775808",
+            None,
+        ),
+        (
+            "1",
+            "0",
+            "9223372036854775807",
+            Some("Fri, 31 Dec 9999 23:59:59 GMT"),
+        ),
+        ("600", "0", "-1", Some("Mon, 01 Jan 1900 00:00:00 GMT")),
+        ("0", "0", "9223372036854775807", Some("not a date")),
+        ("2", "1", "99999999999999999999", Some("")),
+    ];
+    for (limit, remaining, reset, date) in cases {
+        let server = MockServer::start().await;
+        let with_headers = |r: ResponseTemplate| {
+            let r = r
+                .insert_header("X-Rate-Limit-Limit", *limit)
+                .insert_header("X-Rate-Limit-Remaining", *remaining)
+                .insert_header("X-Rate-Limit-Reset", *reset);
+            match date {
+                Some(d) => r.insert_header("Date", *d),
+                None => r,
+            }
+        };
+        // A 429 first, then three pages with the same headers.
+        Mock::given(method("GET"))
+            .and(path(USERS))
+            .respond_with(with_headers(ResponseTemplate::new(429)))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        for (i, after) in [None, Some("p1"), Some("p2")].into_iter().enumerate() {
+            let mut r = with_headers(ok_json(json!([app_user(
+                &format!("00u{i}"),
+                &format!("u{i}@example.com"),
+                "ACTIVE",
+                "ACTIVE"
+            )])));
+            if i < 2 {
+                r = r.insert_header(
+                    "Link",
+                    format!(
+                        "<{}>; rel=\"next\"",
+                        next_url(&server, USERS, &format!("p{}", i + 1))
+                    )
+                    .as_str(),
+                );
+            }
+            let m = Mock::given(method("GET")).and(path(USERS));
+            let m = match after {
+                None => m.and(query_param_is_missing("after")),
+                Some(a) => m.and(query_param("after", a)),
+            };
+            m.respond_with(r).with_priority(2).mount(&server).await;
+        }
+        // Every wait is capped by max_wait (200 ms in the fast policy): the read ends.
+        let (okta, _) = client(&server);
+        let read = okta
+            .read_app_users(&AttributeMapping::default())
+            .await
+            .unwrap_or_else(|e| panic!("{limit}/{remaining}/{reset}/{date:?}: {e}"));
+        assert_eq!(read.users.len(), 3, "{limit}/{remaining}/{reset}/{date:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_on_a_429_without_rate_headers_waits_a_bounded_time() {
+    for value in [
+        "1e30",
+        "-5",
+        "18446744073709551615",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+        "NaN",
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(USERS))
+            .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", value))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(USERS))
+            .respond_with(ok_json(json!([])))
+            .with_priority(2)
+            .mount(&server)
+            .await;
+        let (okta, _) = client(&server);
+        okta.read_app_users(&AttributeMapping::default())
+            .await
+            .unwrap_or_else(|e| panic!("Retry-After {value}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn a_page_with_far_more_items_than_asked_for_fails_the_read() {
+    let server = MockServer::start().await;
+    let items: Vec<Value> = (0..10_001)
+        .map(|i| json!({"id": format!("00u{i}")}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(USERS))
+        .respond_with(ok_json(Value::Array(items)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (okta, _) = client(&server);
+    let partial = okta
+        .read_app_users(&AttributeMapping::default())
+        .await
+        .expect_err("refused");
+    assert!(!partial.read.complete);
+    assert!(
+        partial.error.to_string().contains("more than 10000 items"),
+        "{}",
+        partial.error
+    );
+}

@@ -5,11 +5,21 @@
 //! enums keep growing (C, "Serde"): so no `deny_unknown_fields`, every field is an `Option` with
 //! `#[serde(default)]`, and statuses are plain strings judged by `mapping::entitlement`.
 
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 /// An Okta JSON object of free-form attributes (`profile`): app-specific, `additionalProperties`.
 pub(super) type Profile = Map<String, Value>;
+
+/// Most JSON values (scalars, arrays, objects, object keys) one list item or one profile may
+/// hold. A decoded `Value` takes 32 bytes or more for every one, whatever its text took: an item
+/// of `[0,0,0,…]` two bytes a value would decode to 16 times the body. Okta's records hold a few
+/// hundred values; 100,000 bounds one item at a few megabytes.
+pub(super) const MAX_ITEM_VALUES: usize = 100_000;
 
 /// One item of `GET /api/v1/apps/{appId}/users?expand=user` (okta-api.md A2.1). Its `id` (the
 /// Okta **user** id, not an assignment id) is read from the raw item before this shape, so that
@@ -21,7 +31,7 @@ pub(super) struct AppUser {
     pub status: Option<String>,
     #[serde(default)]
     pub credentials: Option<AppUserCredentials>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_profile")]
     pub profile: Option<Profile>,
     #[serde(default, rename = "_embedded")]
     pub embedded: Option<AppUserEmbedded>,
@@ -37,7 +47,7 @@ pub(super) struct AppUserItem {
     pub status: Option<String>,
     #[serde(default)]
     pub credentials: Option<AppUserCredentials>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_profile")]
     pub profile: Option<Profile>,
     #[serde(default, rename = "_embedded")]
     pub embedded: Option<AppUserEmbedded>,
@@ -77,7 +87,7 @@ pub(super) struct User {
     /// `UserStatus`: ACTIVE, SUSPENDED, DEPROVISIONED, ... (kept as text).
     #[serde(default)]
     pub status: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_profile")]
     pub profile: Option<Profile>,
 }
 
@@ -157,4 +167,166 @@ pub(super) struct OAuthErrorBody {
 pub(super) struct IdOnly {
     #[serde(default)]
     pub id: Option<String>,
+}
+
+/// A list item decoded as JSON with at most [`MAX_ITEM_VALUES`] values (the general path,
+/// when an item does not fit its typed shape).
+pub(super) struct BoundedValue(pub Value);
+
+impl<'de> Deserialize<'de> for BoundedValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let left = Cell::new(MAX_ITEM_VALUES);
+        Budgeted { left: &left }.deserialize(d).map(BoundedValue)
+    }
+}
+
+/// `profile`: an object of at most [`MAX_ITEM_VALUES`] values, or null.
+fn bounded_profile<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Profile>, D::Error> {
+    let left = Cell::new(MAX_ITEM_VALUES);
+    match (Budgeted { left: &left }).deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::Object(map) => Ok(Some(map)),
+        other => Err(de::Error::invalid_type(
+            match &other {
+                Value::Bool(b) => de::Unexpected::Bool(*b),
+                Value::String(s) => de::Unexpected::Str(s),
+                Value::Array(_) => de::Unexpected::Seq,
+                _ => de::Unexpected::Other("a number"),
+            },
+            &"a profile object",
+        )),
+    }
+}
+
+/// Builds a `Value` as serde_json does, counting every value against `left`.
+#[derive(Clone, Copy)]
+struct Budgeted<'a> {
+    left: &'a Cell<usize>,
+}
+
+impl Budgeted<'_> {
+    fn take<E: de::Error>(self) -> Result<(), E> {
+        match self.left.get().checked_sub(1) {
+            Some(n) => {
+                self.left.set(n);
+                Ok(())
+            }
+            None => Err(E::custom(format_args!(
+                "an item holds more than {MAX_ITEM_VALUES} JSON values (Okta's records hold a \
+                 few hundred); refusing to decode it"
+            ))),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Budgeted<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Budgeted<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        self.take()?;
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::String(v))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.take()?;
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(self)? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.take()?;
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            self.take()?;
+            let value = map.next_value_seed(self)?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_and_profiles_decode_as_usual_within_the_value_budget() {
+        let text = r#"{"id":"00u1","n":[1,-2,3.5,null,true,"x"],"o":{"a":{}}}"#;
+        let v: BoundedValue = serde_json::from_str(text).expect("decodes");
+        assert_eq!(v.0, serde_json::from_str::<Value>(text).expect("json"));
+        let item: AppUserItem =
+            serde_json::from_str(r#"{"id":"00u1","profile":{"email":"a@b.c"}}"#).expect("item");
+        assert_eq!(item.profile.expect("profile")["email"], "a@b.c");
+        let item: AppUserItem =
+            serde_json::from_str(r#"{"id":"00u1","profile":null}"#).expect("item");
+        assert!(item.profile.is_none());
+    }
+
+    #[test]
+    fn an_item_with_more_values_than_the_budget_is_refused_not_built() {
+        let huge = format!("[{}0]", "0,".repeat(MAX_ITEM_VALUES));
+        let e = serde_json::from_str::<BoundedValue>(&huge)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("JSON values"), "{e}");
+        let item = format!(r#"{{"id":"00u1","profile":{{"a":{huge}}}}}"#);
+        assert!(serde_json::from_str::<AppUserItem>(&item).is_err());
+        // The same budget through `from_value` (the general path decodes Values again).
+        let v: Value = serde_json::from_str(&item).expect("json");
+        assert!(serde_json::from_value::<AppUser>(v).is_err());
+    }
 }

@@ -514,7 +514,12 @@ async fn token(State(sim): State<Arc<OAuthSim>>, headers: HeaderMap, body: Strin
         Issued {
             client_id,
             scopes: requested.clone(),
-            expires: Instant::now() + lifetime,
+            // Tests set absurd lifetimes (u64::MAX seconds): `Instant + Duration` would panic.
+            expires: crate::limits::instant_after(
+                Instant::now(),
+                lifetime,
+                Duration::from_secs(100 * 365 * 24 * 3600),
+            ),
             jkt,
         },
     );
@@ -542,6 +547,7 @@ fn verify_assertion(
             d,
         ))
     };
+    crate::okta::install_crypto_provider();
     let Ok(header) = jsonwebtoken::decode_header(assertion) else {
         return Err(invalid(s, "The client_assertion is not a valid JWT."));
     };
@@ -640,6 +646,7 @@ fn verify_proof(
     htu: &str,
     token: Option<&str>,
 ) -> Result<(String, Option<String>), String> {
+    crate::okta::install_crypto_provider();
     let header = jsonwebtoken::decode_header(proof)
         .map_err(|_| "The DPoP proof is not a JWT.".to_string())?;
     if header.typ.as_deref() != Some("dpop+jwt") {

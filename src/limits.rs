@@ -121,10 +121,10 @@ pub fn until(when: DateTime<Utc>, now: DateTime<Utc>, max: Duration) -> Duration
     }
 }
 
-/// `Instant::now() + d` that cannot overflow: an unrepresentable instant becomes `max` from now.
+/// `now + d` that cannot overflow: `d` is clamped to `max`, and if even that instant cannot be
+/// represented (a clock near the end of its range), `now` itself.
 pub fn instant_after(now: std::time::Instant, d: Duration, max: Duration) -> std::time::Instant {
-    let d = d.min(max);
-    now.checked_add(d).unwrap_or(now)
+    now.checked_add(d.min(max)).unwrap_or(now)
 }
 
 /// `t + d` for a wall-clock time, saturating at chrono's range instead of panicking.

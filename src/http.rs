@@ -693,4 +693,186 @@ mod tests {
         drop(a1);
         assert!(table.admit(a, &limits).is_ok());
     }
+    // ---- the server under load (loopback only) ------------------------------------------------
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn spawn_server(
+        limits: HttpLimits,
+    ) -> (std::net::SocketAddr, CancellationToken, Arc<Metrics>) {
+        let store = crate::store::Store::in_memory().expect("memory store");
+        let daemon = Arc::new(DaemonState::default());
+        daemon.beat();
+        let state = AppState {
+            daemon,
+            metrics: Arc::new(Metrics::new()),
+            store: Arc::new(Mutex::new(store)),
+            stale_after: Duration::from_secs(3600),
+            liveness_window: Duration::from_secs(3600),
+            stuck_after: Duration::from_secs(3600),
+            status_token: None,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cancel = CancellationToken::new();
+        let metrics = Arc::clone(&state.metrics);
+        tokio::spawn(serve_with(listener, state, limits, cancel.clone()));
+        (addr, cancel, metrics)
+    }
+
+    /// A client that sends half a request from `source` and then holds the connection.
+    async fn half_sent(
+        source: std::net::IpAddr,
+        to: std::net::SocketAddr,
+    ) -> Option<tokio::net::TcpStream> {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind(std::net::SocketAddr::new(source, 0)).ok()?;
+        let mut stream = socket.connect(to).await.ok()?;
+        // The server may already have closed a refused connection: ignore write errors.
+        let _ = stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await;
+        Some(stream)
+    }
+
+    async fn healthz_status(addr: std::net::SocketAddr) -> u16 {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        client
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .expect("/healthz answers")
+            .status()
+            .as_u16()
+    }
+
+    /// Long enough that the header timeout plays no part: the caps alone must protect.
+    fn patient() -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(600),
+            connection_lifetime: Duration::from_secs(600),
+            ..HttpLimits::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_while_hundreds_of_half_sent_requests_come_from_one_address() {
+        let (addr, cancel, metrics) = spawn_server(patient()).await;
+        let attacker: std::net::IpAddr = "127.0.0.2".parse().expect("ip");
+        let mut held = Vec::new();
+        for _ in 0..300 {
+            held.extend(half_sent(attacker, addr).await);
+        }
+        assert!(held.len() >= 250, "the attack connections could be opened");
+        assert_eq!(healthz_status(addr).await, 200);
+        // The per-peer limit did it: all but 8 of the attacker's connections were refused.
+        let text = metrics.encode();
+        assert!(
+            refused(&text, "peer_limit") >= held.len() as u64 - 8,
+            "{text}"
+        );
+        drop(held);
+        cancel.cancel();
+    }
+
+    fn refused(metrics: &str, reason: &str) -> u64 {
+        let key =
+            format!("okta_postman_sync_http_connections_refused_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_while_hundreds_of_half_sent_requests_come_from_many_addresses() {
+        // 300 connections from 100 addresses, 3 each: under the per-peer limit, far over the
+        // global cap. Eviction of the oldest unfinished head makes room for the probe.
+        let (addr, cancel, metrics) = spawn_server(patient()).await;
+        let mut held = Vec::new();
+        for i in 0..300u32 {
+            let source =
+                std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, (i % 100 + 1) as u8));
+            held.extend(half_sent(source, addr).await);
+        }
+        assert!(held.len() >= 250, "the attack connections could be opened");
+        assert_eq!(healthz_status(addr).await, 200);
+        // The global cap held: every connection beyond it evicted an older unfinished one.
+        let text = metrics.encode();
+        assert!(
+            refused(&text, "evicted") >= held.len() as u64 - 64,
+            "{text}"
+        );
+        drop(held);
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_half_sent_request_is_closed_by_the_server() {
+        let (addr, cancel, _) = spawn_server(HttpLimits {
+            header_read_timeout: Duration::from_secs(1),
+            ..HttpLimits::default()
+        })
+        .await;
+        let mut stream = half_sent("127.0.0.1".parse().expect("ip"), addr)
+            .await
+            .expect("connect");
+        let mut got = Vec::new();
+        // The client timeout only keeps a broken server from hanging the test.
+        let read =
+            tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut got)).await;
+        assert!(
+            read.is_ok(),
+            "the server never closed the half-sent request"
+        );
+        assert!(!String::from_utf8_lossy(&got).contains("200"), "{got:?}");
+        cancel.cancel();
+    }
+
+    async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut got)).await;
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn request_bodies_and_other_methods_are_refused() {
+        let (addr, cancel, _) = spawn_server(HttpLimits::default()).await;
+        let with_body = raw_exchange(
+            addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        .await;
+        assert!(with_body.starts_with("HTTP/1.1 413"), "{with_body}");
+        let chunked = raw_exchange(
+            addr,
+            b"GET /status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+        let post = raw_exchange(
+            addr,
+            b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        // A head larger than the buffer is refused, not buffered without end.
+        let mut huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', 64 * 1024));
+        huge.extend(b"\r\n\r\n");
+        let big = raw_exchange(addr, &huge).await;
+        assert!(!big.starts_with("HTTP/1.1 200"), "{big}");
+        // And the server still answers.
+        assert_eq!(healthz_status(addr).await, 200);
+        cancel.cancel();
+    }
 }

@@ -488,19 +488,33 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Whether this request may see the details, or the 401 answer when a token is configured and
-/// the request does not carry it.
-fn may_see_details(token: Option<&StatusToken>, headers: &HeaderMap) -> Result<bool, Response> {
+/// What a `/status` request may see.
+#[derive(Debug, PartialEq, Eq)]
+enum Access {
+    /// No token is configured: counts only, for everyone.
+    Counts,
+    /// The request carries the configured token.
+    Details,
+    /// A token is configured and the request does not carry it: 401.
+    Refused,
+}
+
+fn access(token: Option<&StatusToken>, headers: &HeaderMap) -> Access {
     let Some(token) = token else {
-        return Ok(false);
+        return Access::Counts;
     };
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if presented.is_some_and(|p| token.accepts(p)) {
-        return Ok(true);
+        Access::Details
+    } else {
+        Access::Refused
     }
-    Err((
+}
+
+fn unauthorized() -> Response {
+    (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer realm=\"okta-postman-sync\"")],
         Json(json!({
@@ -509,13 +523,14 @@ fn may_see_details(token: Option<&StatusToken>, headers: &HeaderMap) -> Result<b
                       credential status-token); /metrics, /healthz and /readyz need none"
         })),
     )
-        .into_response())
+        .into_response()
 }
 
 async fn status(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let details = match may_see_details(s.status_token.as_ref(), &headers) {
-        Ok(d) => d,
-        Err(unauthorized) => return unauthorized,
+    let details = match access(s.status_token.as_ref(), &headers) {
+        Access::Counts => false,
+        Access::Details => true,
+        Access::Refused => return unauthorized(),
     };
     let running = s.daemon.running.load(Ordering::SeqCst);
     let skipped = s.daemon.skipped_ticks.load(Ordering::Relaxed);

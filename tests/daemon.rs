@@ -571,3 +571,54 @@ async fn the_binary_with_128_files_answers_healthz_under_a_flood_and_never_logs_
     assert!(!log.is_empty(), "the debug log was captured");
     assert!(!log.contains(token), "the token leaked into the log");
 }
+
+/// The clock ran a day ahead while a full run succeeded, then came back; now every run fails.
+/// The success recorded "tomorrow" must not make the daemon ready, and the full run recorded
+/// "tomorrow" must not stop full runs.
+#[tokio::test]
+async fn a_success_recorded_in_the_future_neither_makes_the_daemon_ready_nor_stops_full_runs() {
+    use okta_postman_sync::store::Store;
+    let mut w = World::new().await;
+    w.extra_sync = "schedule = \"* * * * * *\"\nstale_after = \"1h\"".into();
+    w.okta_user("Ann", "Lee");
+    {
+        let mut store = Store::open(&w.state_path()).expect("store");
+        let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
+        store
+            .run_started("from-the-future", tomorrow, true)
+            .expect("run row");
+        store
+            .run_finished(
+                "from-the-future",
+                tomorrow + chrono::Duration::minutes(1),
+                "ok",
+                &serde_json::json!({}),
+                &serde_json::json!([]),
+            )
+            .expect("finish");
+    }
+    w.okta.set_faults(FaultConfig {
+        seed: 1,
+        rate_503: 1.0,
+        ..FaultConfig::default()
+    });
+    let d = start(&w).await;
+    assert!(
+        eventually(15, || d.state.last_report.lock().unwrap().is_some()).await,
+        "a run finished"
+    );
+    let (full, outcome) = {
+        let r = d.state.last_report.lock().unwrap();
+        let r = r.as_ref().expect("report");
+        (r.full, r.outcome)
+    };
+    assert!(
+        full,
+        "a full run was due despite the 'last full run' of tomorrow"
+    );
+    assert_eq!(outcome, okta_postman_sync::engine::Outcome::Failed);
+    let (code, body, _) = get_with(&format!("{}/readyz", d.url), None).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("future"), "{body}");
+    d.stop().await;
+}

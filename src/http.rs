@@ -683,7 +683,7 @@ mod tests {
         a1.head_done.store(true, Ordering::SeqCst);
         let (b1, evicted) = table.admit(b, &limits).expect("b1");
         assert!(!evicted);
-        let (_c1, evicted) = table.admit(c, &limits).expect("c1 evicts");
+        let (c1, evicted) = table.admit(c, &limits).expect("c1 evicts");
         assert!(evicted);
         assert!(
             a2.evict.is_cancelled(),
@@ -694,16 +694,17 @@ mod tests {
             "a connection being answered is kept"
         );
         assert_eq!(table.len(), 3);
-        // a's slot was freed at eviction: a may connect again (after b1's head completes, the
-        // table has room only by evicting b1... which is unfinished, so it goes).
+        // The evicted connection's slot was freed when it was evicted, not again when it ends.
         drop(a2);
         assert_eq!(
             table.len(),
             3,
             "dropping an evicted connection frees nothing twice"
         );
+        // When every connection is being answered, nothing is evicted: a new one is refused
+        // (each ends within the request timeout).
         b1.head_done.store(true, Ordering::SeqCst);
-        _c1.head_done.store(true, Ordering::SeqCst);
+        c1.head_done.store(true, Ordering::SeqCst);
         assert_eq!(table.admit(a, &limits).err(), Some(Refusal::Full));
         drop(a1);
         assert!(table.admit(a, &limits).is_ok());

@@ -24,6 +24,10 @@ pub const POSTMAN_KEY_CREDENTIAL: &str = "postman-scim-api-key";
 /// The OAuth service app's private key (PEM), when `okta.private_key_file` is not set.
 pub const OKTA_PRIVATE_KEY_ENV: &str = "OKTA_OAUTH_PRIVATE_KEY";
 pub const OKTA_PRIVATE_KEY_CREDENTIAL: &str = "okta-oauth-private-key";
+/// The bearer token that unlocks the details of `GET /status`, when `server.status_token_file`
+/// is not set. Optional: without any of the three, `/status` shows counts only.
+pub const STATUS_TOKEN_ENV: &str = "OKTA_POSTMAN_SYNC_STATUS_TOKEN";
+pub const STATUS_TOKEN_CREDENTIAL: &str = "status-token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -137,6 +141,7 @@ struct RawGroups {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<String>,
+    status_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +191,23 @@ impl SecretSource {
                     ),
                 })
             }
+        }
+    }
+}
+
+impl SecretSource {
+    /// Like [`SecretSource::load`] for a secret that may be absent: `None` when the source is
+    /// the environment/credential pair and neither is there. A configured file that cannot be
+    /// read, or is empty, is still an error.
+    pub fn load_optional(
+        &self,
+        key: &'static str,
+        what: &'static str,
+    ) -> Result<Option<SecretString>, ConfigError> {
+        match self.load(key, what) {
+            Ok(s) => Ok(Some(s)),
+            Err(ConfigError::MissingSecret { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }
@@ -288,6 +310,9 @@ pub struct Config {
     pub sync: SyncConfig,
     pub groups: GroupsConfig,
     pub listen: Option<SocketAddr>,
+    /// `[server] status_token_file`, else `OKTA_POSTMAN_SYNC_STATUS_TOKEN`, else the systemd
+    /// credential `status-token`; read once when the daemon starts (optional).
+    pub status_token: SecretSource,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -530,6 +555,14 @@ impl Config {
                 )
             })?),
         };
+        let status_token = raw
+            .server
+            .status_token_file
+            .map(SecretSource::File)
+            .unwrap_or(SecretSource::EnvOrCredential {
+                env: STATUS_TOKEN_ENV,
+                credential: STATUS_TOKEN_CREDENTIAL,
+            });
 
         let log_level = raw.log.level.unwrap_or_else(|| "info".to_string());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
@@ -557,6 +590,7 @@ impl Config {
             sync: sync_cfg,
             groups,
             listen,
+            status_token,
             log_level,
             log_format,
         })
@@ -1087,6 +1121,38 @@ mod tests {
             .load("postman.api_key_file", "the Postman SCIM API key")
             .expect_err("missing");
         assert!(missing.to_string().contains("postman.api_key_file"));
+    }
+
+    #[test]
+    fn the_status_token_is_optional_and_read_from_its_file() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(
+            c.status_token,
+            SecretSource::EnvOrCredential {
+                env: STATUS_TOKEN_ENV,
+                credential: STATUS_TOKEN_CREDENTIAL
+            }
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("status-token");
+        std::fs::write(&path, "s3cret-status-token-0123456789\n").expect("write");
+        let c = Config::parse(&format!(
+            "{MINIMAL}\n[server]\nstatus_token_file = {:?}\n",
+            path.display().to_string()
+        ))
+        .expect("valid");
+        use secrecy::ExposeSecret;
+        let token = c
+            .status_token
+            .load_optional("server.status_token_file", "the /status token")
+            .expect("readable")
+            .expect("configured");
+        assert_eq!(token.expose_secret(), "s3cret-status-token-0123456789");
+        // A configured file that is missing is an error naming the key, not "no token".
+        let missing = SecretSource::File(dir.path().join("nope"))
+            .load_optional("server.status_token_file", "the /status token")
+            .expect_err("missing file");
+        assert!(missing.to_string().contains("server.status_token_file"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! server. Counters are cheap to bump from anywhere; the text encoding happens only on scrape.
 //! This module owns the metric names; it must not decide anything about the sync itself.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +35,11 @@ pub struct Metrics {
     unmanaged_members: Gauge,
     quarantined: Gauge,
     managed_groups: Gauge,
+    run_panics: Counter,
+    http_refused: Family<Labels, Counter>,
+    /// Completed HTTP exchanges with Okta or Postman, for the scheduler's progress watch (not
+    /// exported: the labelled request counters above already are).
+    exchanges: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -110,6 +115,18 @@ impl Metrics {
             "Postman groups managed by this daemon",
             managed_groups.clone(),
         );
+        let run_panics = Counter::default();
+        registry.register(
+            "run_panics",
+            "Runs that ended abnormally (a panic) and were recorded as failed by the scheduler",
+            run_panics.clone(),
+        );
+        let http_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed by the endpoint's limits, by reason (peer_limit, full, evicted)",
+            http_refused.clone(),
+        );
         Self {
             registry,
             runs,
@@ -124,6 +141,9 @@ impl Metrics {
             unmanaged_members,
             quarantined,
             managed_groups,
+            run_panics,
+            http_refused,
+            exchanges: AtomicU64::new(0),
         }
     }
 
@@ -149,6 +169,7 @@ impl Metrics {
 
     /// One Okta HTTP exchange. `status` 0 means no response (transport error).
     pub fn okta_request(&self, status: u16) {
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
         self.okta_requests
             .get_or_create(&labels(&[("status", &status.to_string())]))
             .inc();
@@ -156,6 +177,7 @@ impl Metrics {
 
     /// One SCIM HTTP exchange. `status` 0 means no response (transport error).
     pub fn scim_request(&self, method: &str, status: u16) {
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
         self.scim_requests
             .get_or_create(&labels(&[
                 ("method", method),
@@ -201,6 +223,27 @@ impl Metrics {
 
     pub fn set_managed_groups(&self, n: i64) {
         self.managed_groups.set(n);
+    }
+
+    /// A run ended abnormally: counted as a failed run and as a panic.
+    pub fn run_panicked(&self) {
+        self.runs
+            .get_or_create(&labels(&[("outcome", "failed")]))
+            .inc();
+        self.run_panics.inc();
+    }
+
+    /// `reason` is `peer_limit`, `full` or `evicted` (never the peer's address: no personal
+    /// data in labels).
+    pub fn http_connection_refused(&self, reason: &str) {
+        self.http_refused
+            .get_or_create(&labels(&[("reason", reason)]))
+            .inc();
+    }
+
+    /// Completed HTTP exchanges with Okta or Postman so far (any status, transport errors too).
+    pub fn exchanges(&self) -> u64 {
+        self.exchanges.load(Ordering::Relaxed)
     }
 }
 

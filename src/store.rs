@@ -1120,6 +1120,24 @@ impl Store {
             "SELECT MAX(started_at) FROM runs WHERE full = 1 AND outcome IN ('ok', 'partial')",
         )
     }
+
+    /// Marks every run that never finished as `failed` at `now`, with `error` as its only error
+    /// text. The daemon calls it when a run's task ended without returning (a panic); with a
+    /// single writer and no run in flight, every unfinished row is such a run. Returns how many
+    /// rows it changed.
+    pub fn fail_unfinished_runs(
+        &mut self,
+        now: DateTime<Utc>,
+        error: &str,
+    ) -> Result<usize, StoreError> {
+        let errors = serde_json::json!([error]).to_string();
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?1, outcome = 'failed', errors = ?2 WHERE finished_at IS NULL",
+                params![ts(now), errors],
+            )
+            .map_err(|e| self.err(e))
+    }
 }
 
 /// Opens (creating it 0600 if needed) a file this process owns next to the state: never through

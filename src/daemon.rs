@@ -17,8 +17,11 @@ use crate::http::{AppState, StatusToken};
 use crate::retry::RetryPolicy;
 use crate::schedule::{engine_runner, scheduler, DaemonState, Runner, SchedulerLimits};
 
-/// How long a stopping daemon waits for the run in flight (Kubernetes allows 30 s in all).
-pub const STOP_GRACE: Duration = Duration::from_secs(20);
+/// How long a stopping daemon waits for the run in flight. Reads stop at once and a write on the
+/// wire gets `apply::WRITE_GRACE` (3 s), so the run normally ends well inside this; the bound
+/// keeps the whole exit under the 10 s the issue promises (systemd's and Kubernetes' grace
+/// periods are longer).
+pub const STOP_GRACE: Duration = Duration::from_secs(6);
 
 /// `/healthz` fails when the scheduler loop (which wakes at least every 5 s) has not beaten for
 /// this long. Half of the unit's `WatchdogSec=60s`, so the endpoint reports it first.

@@ -252,6 +252,9 @@ impl Engine {
             let (active, inactive) = s.managed_counts()?;
             metrics.set_managed_users(active, inactive);
             metrics.set_quarantined(s.quarantined(Utc::now())?.len() as i64);
+            let unresolved = s.journal_unresolved()?;
+            let parked = unresolved.iter().filter(|w| w.parked).count() as i64;
+            metrics.set_unresolved_writes(unresolved.len() as i64 - parked, parked);
             metrics.set_unmanaged_members(s.unmanaged()?.len() as i64);
             metrics.set_managed_groups(s.group_snapshot()?.len() as i64);
             Ok(())

@@ -562,6 +562,7 @@ async fn status(State(s): State<AppState>, headers: HeaderMap) -> Response {
             "failures": report.failures,
             "quarantined": report.quarantined,
             "interrupted_writes": report.interrupted_writes,
+            "unresolved_writes": report.unresolved_writes,
             "last_success": report.last_success,
             "runs": report.runs,
         }))
@@ -593,6 +594,8 @@ async fn status(State(s): State<AppState>, headers: HeaderMap) -> Response {
         "failing_users": report.failures.len(),
         "quarantined": report.quarantined,
         "interrupted_writes": report.interrupted_writes,
+        "unresolved_writes": report.unresolved_writes.len(),
+        "parked_writes": report.unresolved_writes.iter().filter(|w| w.parked).count(),
         "last_success": report.last_success,
         "runs": runs,
     }))

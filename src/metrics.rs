@@ -34,6 +34,7 @@ pub struct Metrics {
     managed_users: Family<Labels, Gauge>,
     unmanaged_members: Gauge,
     quarantined: Gauge,
+    unresolved_writes: Family<Labels, Gauge>,
     managed_groups: Gauge,
     run_panics: Counter,
     http_refused: Family<Labels, Counter>,
@@ -109,6 +110,12 @@ impl Metrics {
             "Users whose operations keep failing and are retried with a long backoff",
             quarantined.clone(),
         );
+        let unresolved_writes = Family::<Labels, Gauge>::default();
+        registry.register(
+            "unresolved_writes",
+            "Interrupted writes whose outcome could not be verified yet, by state (retrying, parked); their users are held",
+            unresolved_writes.clone(),
+        );
         let managed_groups = Gauge::default();
         registry.register(
             "managed_groups",
@@ -140,6 +147,7 @@ impl Metrics {
             managed_users,
             unmanaged_members,
             quarantined,
+            unresolved_writes,
             managed_groups,
             run_panics,
             http_refused,
@@ -219,6 +227,15 @@ impl Metrics {
 
     pub fn set_quarantined(&self, n: i64) {
         self.quarantined.set(n);
+    }
+
+    /// Interrupted writes that recovery could not settle: still `retrying`, or `parked`.
+    pub fn set_unresolved_writes(&self, retrying: i64, parked: i64) {
+        for (state, n) in [("retrying", retrying), ("parked", parked)] {
+            self.unresolved_writes
+                .get_or_create(&labels(&[("state", state)]))
+                .set(n);
+        }
     }
 
     pub fn set_managed_groups(&self, n: i64) {

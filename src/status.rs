@@ -10,7 +10,9 @@ use crate::app::{EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
 use crate::cli::OutputFormat;
 use crate::config::Config;
 use crate::output::table;
-use crate::store::{FailureRecord, RunRecord, Store, StoreError, UnmanagedRecord};
+use crate::store::{
+    FailureRecord, RunRecord, Store, StoreError, UnmanagedRecord, UnresolvedWrite,
+};
 
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
@@ -23,6 +25,9 @@ pub struct StatusReport {
     pub failures: Vec<FailureRecord>,
     pub quarantined: usize,
     pub interrupted_writes: usize,
+    /// Interrupted writes recovery tried and could not verify (retrying, or parked); their
+    /// users are held until they are settled.
+    pub unresolved_writes: Vec<UnresolvedWrite>,
     pub last_success: Option<String>,
     pub runs: Vec<RunRecord>,
 }
@@ -56,6 +61,7 @@ pub fn collect(store: &Store, runs: usize) -> Result<StatusReport, StoreError> {
         failures: store.failures()?,
         quarantined: store.quarantined(Utc::now())?.len(),
         interrupted_writes: store.journal_pending()?.len(),
+        unresolved_writes: store.journal_unresolved()?,
         last_success: store.last_success()?.map(|t| t.to_rfc3339()),
         runs: store.last_runs(runs)?,
     })
@@ -95,6 +101,26 @@ pub fn render(s: &StatusReport) -> String {
             "Interrupted writes awaiting verification on the next run: {}\n",
             s.interrupted_writes
         ));
+    }
+    if !s.unresolved_writes.is_empty() {
+        out.push_str(&format!(
+            "\nUnresolved interrupted writes ({}; their users are held until a lookup or a full run settles them):\n",
+            s.unresolved_writes.len()
+        ));
+        let rows: Vec<Vec<String>> = s
+            .unresolved_writes
+            .iter()
+            .map(|w| {
+                vec![
+                    w.user_name.clone(),
+                    w.op.clone(),
+                    if w.parked { "parked" } else { "retrying" }.to_string(),
+                    w.attempts.to_string(),
+                    w.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["USER", "OP", "STATE", "ATTEMPTS", "LAST ERROR"], &rows));
     }
     if !s.failures.is_empty() {
         out.push_str(&format!(

@@ -462,6 +462,14 @@ async fn an_interrupted_create_that_cannot_be_resolved_holds_only_its_user() {
     let open = store.journal_unresolved().expect("unresolved");
     assert_eq!(open.len(), 1);
     assert!(open[0].parked, "{open:?}");
+    // `status` (and /status with its token) shows it, with the reason.
+    let status = okta_postman_sync::status::collect(&store, 5).expect("status");
+    assert_eq!(status.unresolved_writes.len(), 1);
+    let text = okta_postman_sync::status::render(&status);
+    assert!(
+        text.contains("parked") && text.contains("invalid filter"),
+        "{text}"
+    );
     drop(store);
     // A full run settles it from the listing: the create never happened, so Ann is created.
     let r = w.run_full().await;

@@ -17,7 +17,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -244,7 +244,7 @@ impl World {
         let store = Store::open(&self.dir.path().join("state.db")).expect("open store");
         let engine = build_engine(
             Arc::clone(&config),
-            Arc::new(Mutex::new(store)),
+            okta_postman_sync::store::StoreHandle::new(store),
             true,
             Arc::new(Metrics::new()),
             RetryPolicy::fast(),
@@ -271,19 +271,20 @@ impl World {
             }));
         }
         let n = changes.len();
-        let mut store = engine.store.lock().expect("store lock");
-        let now = Utc::now();
-        store.apply_changes(&changes, now).expect("seed snapshot");
-        store.run_started("seed", now, true).expect("seed run");
-        store
-            .run_finished(
-                "seed",
-                now,
-                "ok",
-                &serde_json::json!({}),
-                &serde_json::json!([]),
-            )
-            .expect("seed run");
+        engine.store.blocking(|store| {
+            let now = Utc::now();
+            store.apply_changes(&changes, now).expect("seed snapshot");
+            store.run_started("seed", now, true).expect("seed run");
+            store
+                .run_finished(
+                    "seed",
+                    now,
+                    "ok",
+                    &serde_json::json!({}),
+                    &serde_json::json!([]),
+                )
+                .expect("seed run");
+        });
         n
     }
 

@@ -2,12 +2,11 @@
 //! and returns the process exit code. `main.rs` only parses arguments and calls [`run_cli`].
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::SharedStore;
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::config::{AuthSchemeSetting, Config, ConfigError, OktaAuthConfig};
 use crate::engine::{Engine, RunOptions};
@@ -15,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::okta::{AttributeMapping, OAuthSettings, OktaAuth, OktaClient, OktaClientConfig};
 use crate::retry::RetryPolicy;
 use crate::scim::{AuthScheme, ScimClient, ScimClientConfig};
+use crate::store::StoreHandle;
 use crate::store::{StateLock, Store};
 
 /// Exit codes (documented in the README).
@@ -26,7 +26,7 @@ pub const EXIT_REFUSED: u8 = 3;
 /// Builds the API clients and the engine from a validated config. Secrets are read here.
 pub fn build_engine(
     config: Arc<Config>,
-    store: SharedStore,
+    store: StoreHandle,
     writable: bool,
     metrics: Arc<Metrics>,
     retry: RetryPolicy,
@@ -45,7 +45,7 @@ pub fn build_engine_with_secrets(
     config: Arc<Config>,
     okta: OktaClientConfig,
     key: SecretString,
-    store: SharedStore,
+    store: StoreHandle,
     writable: bool,
     metrics: Arc<Metrics>,
     retry: RetryPolicy,
@@ -204,13 +204,13 @@ pub async fn run_cli(cli: Cli) -> u8 {
 
 /// Opens the store for a command: read-only (dry runs), or read-write under the single-writer
 /// lock. Errors are printed; the exit code is returned.
-pub fn open_store(config: &Config, writable: bool) -> Result<(SharedStore, Option<StateLock>), u8> {
+pub fn open_store(config: &Config, writable: bool) -> Result<(StoreHandle, Option<StateLock>), u8> {
     let path = &config.sync.state_path;
     if !writable {
         return match Store::open_read_only(path) {
-            Ok(Some(s)) => Ok((Arc::new(Mutex::new(s)), None)),
+            Ok(Some(s)) => Ok((StoreHandle::new(s), None)),
             Ok(None) => match Store::in_memory() {
-                Ok(s) => Ok((Arc::new(Mutex::new(s)), None)),
+                Ok(s) => Ok((StoreHandle::new(s), None)),
                 Err(e) => {
                     eprintln!("error: {e}");
                     Err(EXIT_FAILED)
@@ -230,7 +230,7 @@ pub fn open_store(config: &Config, writable: bool) -> Result<(SharedStore, Optio
         eprintln!("error: {e}");
         EXIT_FAILED
     })?;
-    Ok((Arc::new(Mutex::new(store)), Some(lock)))
+    Ok((StoreHandle::new(store), Some(lock)))
 }
 
 /// Everything a command that runs the engine needs: the validated config, logging, the secrets

@@ -18,32 +18,7 @@ use crate::metrics::Metrics;
 use crate::model::{ManagedUser, OktaUserId, PostmanUser, ScimUserId, UserAttrs};
 use crate::plan::{Action, Operation, Plan};
 use crate::scim::{CreateOutcome, ScimClient, ScimError};
-use crate::store::{PendingWrite, SnapshotChange, Store, StoreError};
-
-/// The store shared by the tasks of a run; calls go through `spawn_blocking`.
-pub type SharedStore = Arc<Mutex<Store>>;
-
-/// Runs a closure on the store on the blocking pool.
-pub async fn with_store<T, F>(store: &SharedStore, f: F) -> Result<T, StoreError>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
-{
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || {
-        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
-        // back), so a poisoned lock is still usable.
-        let mut guard = store.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
-    })
-    .await
-    .unwrap_or_else(|e| {
-        Err(StoreError::Sqlite {
-            path: "state".into(),
-            detail: format!("store task failed: {e}"),
-        })
-    })
-}
+use crate::store::{PendingWrite, SnapshotChange, StoreError, StoreHandle};
 
 /// What happened to one operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,7 +37,7 @@ pub enum OpStatus {
 
 pub struct Applier {
     pub scim: ScimClient,
-    pub store: SharedStore,
+    pub store: StoreHandle,
     pub metrics: Arc<Metrics>,
     pub run_id: String,
     pub max_in_flight: usize,
@@ -121,8 +96,10 @@ impl Applier {
                 .cloned()
                 .map(SnapshotChange::Forget)
                 .collect();
-            if let Err(e) =
-                with_store(&self.store, move |s| s.apply_changes(&changes, Utc::now())).await
+            if let Err(e) = self
+                .store
+                .call(move |s| s.apply_changes(&changes, Utc::now()))
+                .await
             {
                 return (statuses, Some(e));
             }
@@ -212,11 +189,10 @@ impl Applier {
                     attrs: attrs.clone(),
                     active: *active,
                 };
-                with_store(&self.store, move |s| {
-                    s.apply_changes(&[SnapshotChange::Upsert(m)], Utc::now())
-                })
-                .await
-                .map_err(Fatal)?;
+                self.store
+                    .call(move |s| s.apply_changes(&[SnapshotChange::Upsert(m)], Utc::now()))
+                    .await
+                    .map_err(Fatal)?;
                 tracing::info!("adopted existing Postman member");
                 Ok(OpStatus::Done { note: None })
             }
@@ -278,11 +254,10 @@ impl Applier {
         let jid = self.intend(op, kind, payload).await?;
         match send().await {
             Ok(changes) => {
-                with_store(&self.store, move |s| {
-                    s.journal_done(jid, None, &changes, Utc::now())
-                })
-                .await
-                .map_err(Fatal)?;
+                self.store
+                    .call(move |s| s.journal_done(jid, None, &changes, Utc::now()))
+                    .await
+                    .map_err(Fatal)?;
                 tracing::info!("done");
                 Ok(OpStatus::Done { note: None })
             }
@@ -299,18 +274,19 @@ impl Applier {
         let run_id = self.run_id.clone();
         let okta_id = op.okta_id.clone();
         let user_name = op.user_name.clone();
-        with_store(&self.store, move |s| {
-            s.journal_intend(
-                &run_id,
-                &okta_id,
-                kind,
-                &user_name,
-                &payload.to_string(),
-                Utc::now(),
-            )
-        })
-        .await
-        .map_err(Fatal)
+        self.store
+            .call(move |s| {
+                s.journal_intend(
+                    &run_id,
+                    &okta_id,
+                    kind,
+                    &user_name,
+                    &payload.to_string(),
+                    Utc::now(),
+                )
+            })
+            .await
+            .map_err(Fatal)
     }
 
     async fn failed(
@@ -339,21 +315,22 @@ impl Applier {
         let user_name = op.user_name.clone();
         let error = error.to_string();
         let (after, dur) = (self.quarantine_after, self.quarantine_for);
-        with_store(&self.store, move |s| {
-            s.journal_failed(
-                jid,
-                &okta_id,
-                &user_name,
-                kind,
-                &error,
-                permanent,
-                after,
-                dur,
-                Utc::now(),
-            )
-        })
-        .await
-        .map_err(Fatal)
+        self.store
+            .call(move |s| {
+                s.journal_failed(
+                    jid,
+                    &okta_id,
+                    &user_name,
+                    kind,
+                    &error,
+                    permanent,
+                    after,
+                    dur,
+                    Utc::now(),
+                )
+            })
+            .await
+            .map_err(Fatal)
     }
 
     /// `POST /Users`, made safe: a 409 or an ambiguous failure (the request may have reached
@@ -375,11 +352,12 @@ impl Applier {
                         active: true,
                     };
                     let id = u.id.clone();
-                    with_store(&self.store, move |s| {
-                        s.journal_done(jid, Some(&id), &[SnapshotChange::Upsert(m)], Utc::now())
-                    })
-                    .await
-                    .map_err(Fatal)?;
+                    self.store
+                        .call(move |s| {
+                            s.journal_done(jid, Some(&id), &[SnapshotChange::Upsert(m)], Utc::now())
+                        })
+                        .await
+                        .map_err(Fatal)?;
                     tracing::info!(scim_id = %u.id, "created");
                     return Ok(OpStatus::Done { note: None });
                 }
@@ -451,11 +429,10 @@ impl Applier {
             active: u.active,
         };
         let id = u.id.clone();
-        with_store(&self.store, move |s| {
-            s.journal_done(jid, Some(&id), &[SnapshotChange::Upsert(m)], Utc::now())
-        })
-        .await
-        .map_err(Fatal)?;
+        self.store
+            .call(move |s| s.journal_done(jid, Some(&id), &[SnapshotChange::Upsert(m)], Utc::now()))
+            .await
+            .map_err(Fatal)?;
         tracing::info!(scim_id = %u.id, note);
         if !u.active {
             let follow = Operation {
@@ -541,8 +518,9 @@ fn unresolved_reason(p: &PendingWrite) -> String {
 /// A create whose lookup fails stays open and fails alone: its attempt is counted, after
 /// [`crate::store::RECOVERY_ATTEMPTS`] it is parked (no more lookups; a full run settles it from the listing,
 /// see [`settle_from_listing`]), and the rest of the run proceeds. Only a store failure is fatal.
-pub async fn recover(scim: &ScimClient, store: &SharedStore) -> Result<Recovery, RecoverError> {
-    let pending = with_store(store, |s| s.journal_pending())
+pub async fn recover(scim: &ScimClient, store: &StoreHandle) -> Result<Recovery, RecoverError> {
+    let pending = store
+        .call(|s| s.journal_pending())
         .await
         .map_err(RecoverError::Store)?;
     let mut out = Recovery::default();
@@ -571,11 +549,10 @@ pub async fn recover(scim: &ScimClient, store: &SharedStore) -> Result<Recovery,
                     let error = describe(&e);
                     let id = p.id;
                     let err2 = error.clone();
-                    let parked = with_store(store, move |s| {
-                        s.journal_recovery_failed(id, &err2, Utc::now())
-                    })
-                    .await
-                    .map_err(RecoverError::Store)?;
+                    let parked = store
+                        .call(move |s| s.journal_recovery_failed(id, &err2, Utc::now()))
+                        .await
+                        .map_err(RecoverError::Store)?;
                     p.attempts = p.attempts.saturating_add(1);
                     p.parked = parked;
                     if parked {
@@ -590,11 +567,12 @@ pub async fn recover(scim: &ScimClient, store: &SharedStore) -> Result<Recovery,
             }
         }
         let resolved = scim_id.is_some();
-        with_store(store, move |s| {
-            s.journal_resolve(p.id, resolved, scim_id.as_ref(), &changes, Utc::now())
-        })
-        .await
-        .map_err(RecoverError::Store)?;
+        store
+            .call(move |s| {
+                s.journal_resolve(p.id, resolved, scim_id.as_ref(), &changes, Utc::now())
+            })
+            .await
+            .map_err(RecoverError::Store)?;
     }
     Ok(out)
 }
@@ -604,7 +582,7 @@ pub async fn recover(scim: &ScimClient, store: &SharedStore) -> Result<Recovery,
 /// the plan may create the person). Returns the creates that remain open (none, unless the
 /// store failed) and how many were adopted.
 pub async fn settle_from_listing(
-    store: &SharedStore,
+    store: &StoreHandle,
     open: Vec<PendingWrite>,
     members: &[PostmanUser],
 ) -> Result<usize, RecoverError> {
@@ -638,11 +616,12 @@ pub async fn settle_from_listing(
             }
         }
         let resolved = scim_id.is_some();
-        with_store(store, move |s| {
-            s.journal_resolve(p.id, resolved, scim_id.as_ref(), &changes, Utc::now())
-        })
-        .await
-        .map_err(RecoverError::Store)?;
+        store
+            .call(move |s| {
+                s.journal_resolve(p.id, resolved, scim_id.as_ref(), &changes, Utc::now())
+            })
+            .await
+            .map_err(RecoverError::Store)?;
     }
     Ok(adopted)
 }

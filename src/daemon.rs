@@ -79,7 +79,7 @@ pub async fn run_with_runner(
 ) -> std::io::Result<()> {
     // The last success survives restarts: readiness does not flap after a deploy (readiness
     // does not trust one that lies in the future, see `http::readiness`).
-    if let Ok(Some(t)) = crate::apply::with_store(&engine.store, |s| s.last_success()).await {
+    if let Ok(Some(t)) = engine.store.call(|s| s.last_success()).await {
         *state.last_success.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
     }
     engine.refresh_gauges().await;
@@ -94,7 +94,7 @@ pub async fn run_with_runner(
             let app = AppState {
                 daemon: Arc::clone(&state),
                 metrics: Arc::clone(&engine.metrics),
-                store: Arc::clone(&engine.store),
+                store: engine.store.clone(),
                 stale_after: engine.config.sync.stale_after,
                 liveness_window: limits.liveness_window,
                 stuck_after: limits.stuck_after,

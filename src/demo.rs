@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
@@ -23,7 +23,7 @@ use crate::plan::Operation;
 use crate::retry::RetryPolicy;
 use crate::sim::okta::{FakeOkta, OktaSimConfig, UserSpec};
 use crate::sim::postman::{FakePostman, PostmanSimConfig};
-use crate::store::Store;
+use crate::store::{Store, StoreHandle};
 
 const OKTA_TOKEN: &str = "demo-okta-token";
 const POSTMAN_KEY: &str = "demo-postman-key";
@@ -198,7 +198,7 @@ max_deactivations = 25
         scim = postman.scim_url(),
     );
     let config = Arc::new(Config::parse(&config_text)?);
-    let store = Arc::new(Mutex::new(Store::in_memory()?));
+    let store = StoreHandle::new(Store::in_memory()?);
     let okta_config = okta_client_config_with(
         &config,
         OktaAuth::ApiToken(SecretString::from(OKTA_TOKEN)),

@@ -11,9 +11,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::apply::{
-    describe, recover, settle_from_listing, with_store, Applier, OpStatus, Recovery, SharedStore,
-};
+use crate::apply::{describe, recover, settle_from_listing, Applier, OpStatus, Recovery};
 use crate::config::Config;
 use crate::groups::GroupPolicy;
 use crate::metrics::Metrics;
@@ -21,7 +19,7 @@ use crate::model::{OktaUserId, PostmanUser};
 use crate::okta::{AttributeMapping, OktaClient};
 use crate::plan::{plan, Action, Carried, OpKind, Operation, Plan, Policy, Refusal};
 use crate::scim::ScimClient;
-use crate::store::UnmanagedRecord;
+use crate::store::{StoreHandle, UnmanagedRecord};
 
 /// What the caller asks of one run.
 #[derive(Clone, Debug, Default)]
@@ -172,7 +170,7 @@ pub struct Engine {
     pub okta: OktaClient,
     pub scim: ScimClient,
     pub mapping: AttributeMapping,
-    pub store: SharedStore,
+    pub store: StoreHandle,
     pub metrics: Arc<Metrics>,
     /// Whether the store may be written (false for dry runs on a read-only open).
     pub writable: bool,
@@ -209,10 +207,10 @@ impl Engine {
                 report.finished_at,
                 report.outcome.as_str(),
             );
-            if let Err(e) = with_store(&self.store, move |s| {
-                s.run_finished(&id, finished, outcome, &counts, &errors)
-            })
-            .await
+            if let Err(e) = self
+                .store
+                .call(move |s| s.run_finished(&id, finished, outcome, &counts, &errors))
+                .await
             {
                 tracing::error!(error = %e, "could not record the run");
                 report.errors.push(e.to_string());
@@ -220,7 +218,7 @@ impl Engine {
             }
             // The journal is a write-ahead log, not an audit trail: keep 30 days of it.
             let cutoff = report.finished_at - chrono::Duration::days(30);
-            if let Err(e) = with_store(&self.store, move |s| s.journal_prune(cutoff)).await {
+            if let Err(e) = self.store.call(move |s| s.journal_prune(cutoff)).await {
                 tracing::warn!(error = %e, "could not prune the journal");
             }
             self.refresh_gauges().await;
@@ -248,18 +246,20 @@ impl Engine {
     /// Updates the gauges that describe the store (managed users, quarantine, unmanaged).
     pub async fn refresh_gauges(&self) {
         let metrics = Arc::clone(&self.metrics);
-        let _ = with_store(&self.store, move |s| {
-            let (active, inactive) = s.managed_counts()?;
-            metrics.set_managed_users(active, inactive);
-            metrics.set_quarantined(s.quarantined(Utc::now())?.len() as i64);
-            let unresolved = s.journal_unresolved()?;
-            let parked = unresolved.iter().filter(|w| w.parked).count() as i64;
-            metrics.set_unresolved_writes(unresolved.len() as i64 - parked, parked);
-            metrics.set_unmanaged_members(s.unmanaged()?.len() as i64);
-            metrics.set_managed_groups(s.group_snapshot()?.len() as i64);
-            Ok(())
-        })
-        .await;
+        let _ = self
+            .store
+            .call(move |s| {
+                let (active, inactive) = s.managed_counts()?;
+                metrics.set_managed_users(active, inactive);
+                metrics.set_quarantined(s.quarantined(Utc::now())?.len() as i64);
+                let unresolved = s.journal_unresolved()?;
+                let parked = unresolved.iter().filter(|w| w.parked).count() as i64;
+                metrics.set_unresolved_writes(unresolved.len() as i64 - parked, parked);
+                metrics.set_unmanaged_members(s.unmanaged()?.len() as i64);
+                metrics.set_managed_groups(s.group_snapshot()?.len() as i64);
+                Ok(())
+            })
+            .await;
     }
 
     async fn run_inner(
@@ -271,15 +271,17 @@ impl Engine {
     ) {
         let now = report.started_at;
         // What we know from earlier runs.
-        let state = with_store(&self.store, move |s| {
-            Ok((
-                s.last_full_run()?,
-                s.quarantined(now)?,
-                s.missing()?,
-                s.journal_pending()?,
-            ))
-        })
-        .await;
+        let state = self
+            .store
+            .call(move |s| {
+                Ok((
+                    s.last_full_run()?,
+                    s.quarantined(now)?,
+                    s.missing()?,
+                    s.journal_pending()?,
+                ))
+            })
+            .await;
         let (last_full, quarantined, missing_before, pending) = match state {
             Ok(v) => v,
             Err(e) => return fail(report, e.to_string()),
@@ -291,8 +293,8 @@ impl Engine {
         report.full = full;
 
         if !opts.dry_run {
-            let (id, store) = (report.run_id.clone(), Arc::clone(&self.store));
-            if let Err(e) = with_store(&store, move |s| s.run_started(&id, now, full)).await {
+            let (id, store) = (report.run_id.clone(), self.store.clone());
+            if let Err(e) = store.call(move |s| s.run_started(&id, now, full)).await {
                 return fail(report, e.to_string());
             }
         }
@@ -385,7 +387,7 @@ impl Engine {
             }
         }
 
-        let snapshot = match with_store(&self.store, |s| s.snapshot()).await {
+        let snapshot = match self.store.call(|s| s.snapshot()).await {
             Ok(s) => s,
             Err(e) => return fail(report, e.to_string()),
         };
@@ -527,11 +529,13 @@ impl Engine {
                     "managed members are missing from the full Postman listing: kept, and forgotten only if the next full listing lacks them too"
                 );
             }
-            if let Err(e) = with_store(&self.store, move |s| {
-                s.replace_unmanaged(&unmanaged)?;
-                s.set_missing(&missing, Utc::now())
-            })
-            .await
+            if let Err(e) = self
+                .store
+                .call(move |s| {
+                    s.replace_unmanaged(&unmanaged)?;
+                    s.set_missing(&missing, Utc::now())
+                })
+                .await
             {
                 return fail(report, e.to_string());
             }
@@ -539,7 +543,7 @@ impl Engine {
 
         let applier = Applier {
             scim: self.scim.clone(),
-            store: Arc::clone(&self.store),
+            store: self.store.clone(),
             metrics: Arc::clone(&self.metrics),
             run_id: report.run_id.clone(),
             max_in_flight: self.config.postman.max_in_flight,

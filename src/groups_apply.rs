@@ -12,9 +12,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::apply::{
-    describe, unless_stopped, with_store, OpStatus, SharedStore, STOPPED_MID_WRITE,
-};
+use crate::apply::{describe, unless_stopped, OpStatus, STOPPED_MID_WRITE};
 use crate::engine::{Engine, OpReport, RunReport};
 use crate::groups::{
     plan_groups, select_groups, GroupAction, GroupOperation, GroupPlan, GroupPolicy, GroupRead,
@@ -26,7 +24,7 @@ use crate::model::{
     ScimUserId,
 };
 use crate::scim::{GroupCreateOutcome, ScimClient, ScimError};
-use crate::store::{GroupChange, SnapshotChange, StoreError};
+use crate::store::{GroupChange, SnapshotChange, StoreError, StoreHandle};
 
 /// Everything the group planner needs that was read before any write of the run.
 pub struct GroupInputs {
@@ -57,7 +55,7 @@ impl GroupInputs {
 /// stop at the group's first failure.
 pub struct GroupApplier {
     pub scim: ScimClient,
-    pub store: SharedStore,
+    pub store: StoreHandle,
     pub metrics: Arc<Metrics>,
     pub run_id: String,
     pub cancel: CancellationToken,
@@ -83,8 +81,10 @@ impl GroupApplier {
             })
         }));
         if !changes.is_empty() {
-            if let Err(e) =
-                with_store(&self.store, move |s| s.apply_changes(&changes, Utc::now())).await
+            if let Err(e) = self
+                .store
+                .call(move |s| s.apply_changes(&changes, Utc::now()))
+                .await
             {
                 return (statuses, Some(e));
             }
@@ -148,7 +148,8 @@ impl GroupApplier {
                         members: members.clone(),
                     };
                     let change = SnapshotChange::Group(GroupChange::Upsert(g));
-                    with_store(&self.store, move |s| s.apply_changes(&[change], Utc::now()))
+                    self.store
+                        .call(move |s| s.apply_changes(&[change], Utc::now()))
                         .await
                         .map_err(Fatal)?;
                     tracing::info!("adopted existing Postman group");
@@ -314,16 +315,17 @@ impl GroupApplier {
             display_name: group.display_name.clone(),
             members: group.members.clone(),
         };
-        with_store(&self.store, move |s| {
-            s.journal_done(
-                jid,
-                None,
-                &[SnapshotChange::Group(GroupChange::Upsert(m))],
-                Utc::now(),
-            )
-        })
-        .await
-        .map_err(Fatal)?;
+        self.store
+            .call(move |s| {
+                s.journal_done(
+                    jid,
+                    None,
+                    &[SnapshotChange::Group(GroupChange::Upsert(m))],
+                    Utc::now(),
+                )
+            })
+            .await
+            .map_err(Fatal)?;
         tracing::info!(scim_id = %group.id, "group created");
         Ok(OpStatus::Done {
             note: note.map(str::to_string),
@@ -347,11 +349,10 @@ impl GroupApplier {
             Ok((changes, note)) => {
                 let changes: Vec<SnapshotChange> =
                     changes.into_iter().map(SnapshotChange::Group).collect();
-                with_store(&self.store, move |s| {
-                    s.journal_done(jid, None, &changes, Utc::now())
-                })
-                .await
-                .map_err(Fatal)?;
+                self.store
+                    .call(move |s| s.journal_done(jid, None, &changes, Utc::now()))
+                    .await
+                    .map_err(Fatal)?;
                 tracing::info!("done");
                 Ok(OpStatus::Done { note })
             }
@@ -376,18 +377,19 @@ impl GroupApplier {
             op.display_name.clone(),
             op.kind().as_str(),
         );
-        with_store(&self.store, move |s| {
-            s.journal_intend_group(
-                &run_id,
-                &okta_id,
-                kind,
-                &name,
-                &payload.to_string(),
-                Utc::now(),
-            )
-        })
-        .await
-        .map_err(Fatal)
+        self.store
+            .call(move |s| {
+                s.journal_intend_group(
+                    &run_id,
+                    &okta_id,
+                    kind,
+                    &name,
+                    &payload.to_string(),
+                    Utc::now(),
+                )
+            })
+            .await
+            .map_err(Fatal)
     }
 
     async fn fail(
@@ -398,11 +400,10 @@ impl GroupApplier {
     ) -> Result<OpStatus, Fatal> {
         tracing::warn!(error = %error, "group operation failed");
         let e = error.clone();
-        with_store(&self.store, move |s| {
-            s.journal_failed_group(jid, &e, &changes, Utc::now())
-        })
-        .await
-        .map_err(Fatal)?;
+        self.store
+            .call(move |s| s.journal_failed_group(jid, &e, &changes, Utc::now()))
+            .await
+            .map_err(Fatal)?;
         Ok(OpStatus::Failed { error })
     }
 }
@@ -510,7 +511,7 @@ impl Engine {
         } else {
             None
         };
-        match with_store(&self.store, |s| s.group_snapshot()).await {
+        match self.store.call(|s| s.group_snapshot()).await {
             Ok(snapshot) => Some(GroupInputs {
                 read,
                 snapshot,
@@ -562,7 +563,7 @@ impl Engine {
         cancel: &CancellationToken,
         report: &mut RunReport,
     ) -> Option<StoreError> {
-        let users = match with_store(&self.store, |s| s.snapshot()).await {
+        let users = match self.store.call(|s| s.snapshot()).await {
             Ok(u) => u,
             Err(e) => return Some(e),
         };
@@ -582,7 +583,7 @@ impl Engine {
         }
         let applier = GroupApplier {
             scim: self.scim.clone(),
-            store: Arc::clone(&self.store),
+            store: self.store.clone(),
             metrics: Arc::clone(&self.metrics),
             run_id: report.run_id.clone(),
             cancel: cancel.clone(),

@@ -30,9 +30,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{with_store, SharedStore};
 use crate::metrics::Metrics;
 use crate::schedule::{DaemonState, LastSuccess};
+use crate::store::StoreHandle;
 
 /// The bearer token that unlocks `/status` details. Never printed: `Debug` shows a placeholder.
 #[derive(Clone)]
@@ -89,7 +89,7 @@ impl StatusToken {
 pub struct AppState {
     pub daemon: Arc<DaemonState>,
     pub metrics: Arc<Metrics>,
-    pub store: SharedStore,
+    pub store: StoreHandle,
     pub stale_after: Duration,
     /// The scheduler is considered dead when its heartbeat is older than this.
     pub liveness_window: Duration,
@@ -534,7 +534,7 @@ async fn status(State(s): State<AppState>, headers: HeaderMap) -> Response {
     };
     let running = s.daemon.running.load(Ordering::SeqCst);
     let skipped = s.daemon.skipped_ticks.load(Ordering::Relaxed);
-    let report = match with_store(&s.store, |st| crate::status::collect(st, 20)).await {
+    let report = match s.store.call(|st| crate::status::collect(st, 20)).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "/status could not read the state database");
@@ -725,7 +725,7 @@ mod tests {
         let state = AppState {
             daemon,
             metrics: Arc::new(Metrics::new()),
-            store: Arc::new(Mutex::new(store)),
+            store: crate::store::StoreHandle::new(store),
             stale_after: Duration::from_secs(3600),
             liveness_window: Duration::from_secs(3600),
             stuck_after: Duration::from_secs(3600),

@@ -23,10 +23,10 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::OpStatus;
-use crate::apply::{with_store, SharedStore};
 use crate::engine::{Engine, Outcome, Progress, RunOptions, RunReport};
 use crate::metrics::Metrics;
 use crate::plan::Operation;
+use crate::store::StoreHandle;
 
 /// A run with no progress for this long is stuck, whatever the timeouts say (see [`stuck_after`]).
 pub const STUCK_FLOOR: Duration = Duration::from_secs(30 * 60);
@@ -271,7 +271,7 @@ pub fn spawn_supervised(
     opts: RunOptions,
     cancel: CancellationToken,
     state: Arc<DaemonState>,
-    store: SharedStore,
+    store: StoreHandle,
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
     state.running.store(true, Ordering::SeqCst);
@@ -300,7 +300,9 @@ pub fn spawn_supervised(
                 );
                 metrics.run_panicked();
                 let reason = why.clone();
-                match with_store(&store, move |s| s.fail_unfinished_runs(Utc::now(), &reason)).await
+                match store
+                    .call(move |s| s.fail_unfinished_runs(Utc::now(), &reason))
+                    .await
                 {
                     Ok(_) => {}
                     Err(e) => tracing::error!(
@@ -379,7 +381,9 @@ pub async fn scheduler(
                     // A full run of this process: its age on the monotonic clock is the truth.
                     Some(age) => age >= full_every,
                     None => {
-                        let last_full = with_store(&engine.store, |s| s.last_full_run())
+                        let last_full = engine
+                            .store
+                            .call(|s| s.last_full_run())
                             .await
                             .unwrap_or(None);
                         needs_full(last_full, now, full_every)
@@ -394,7 +398,7 @@ pub async fn scheduler(
                     opts,
                     cancel.clone(),
                     Arc::clone(&state),
-                    Arc::clone(&engine.store),
+                    engine.store.clone(),
                     Arc::clone(&engine.metrics),
                 ));
             }

@@ -10,9 +10,7 @@ use crate::app::{EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
 use crate::cli::OutputFormat;
 use crate::config::Config;
 use crate::output::table;
-use crate::store::{
-    FailureRecord, RunRecord, Store, StoreError, UnmanagedRecord, UnresolvedWrite,
-};
+use crate::store::{FailureRecord, RunRecord, Store, StoreError, UnmanagedRecord, UnresolvedWrite};
 
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
@@ -120,7 +118,10 @@ pub fn render(s: &StatusReport) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(&["USER", "OP", "STATE", "ATTEMPTS", "LAST ERROR"], &rows));
+        out.push_str(&table(
+            &["USER", "OP", "STATE", "ATTEMPTS", "LAST ERROR"],
+            &rows,
+        ));
     }
     if !s.failures.is_empty() {
         out.push_str(&format!(

@@ -253,6 +253,51 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// A cheap-to-clone handle on the one open [`Store`] of the process (the shape of mini-redis's
+/// `Db`): every task of a run, the scheduler and the HTTP endpoints share it. SQLite is
+/// blocking, so [`StoreHandle::call`] runs each closure on tokio's blocking pool.
+#[derive(Clone)]
+pub struct StoreHandle {
+    store: std::sync::Arc<std::sync::Mutex<Store>>,
+}
+
+impl StoreHandle {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store: std::sync::Arc::new(std::sync::Mutex::new(store)),
+        }
+    }
+
+    /// Runs `f` on the store from synchronous code (benchmarks, seeding); async code uses
+    /// [`StoreHandle::call`].
+    pub fn blocking<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    /// Runs `f` on the store from async code, off the async worker threads.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = std::sync::Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave SQLite inconsistent (transactions
+            // roll back), so a poisoned lock is still usable.
+            let mut guard = store.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(StoreError::Sqlite {
+                path: "state".into(),
+                detail: format!("store task failed: {e}"),
+            })
+        })
+    }
+}
+
 /// A counter read back from the database, which is untrusted input like any other: negative
 /// values are 0 and huge ones saturate.
 fn clamp_count(n: i64) -> u32 {

@@ -383,17 +383,16 @@ async fn a_panicking_run_is_recorded_as_failed_and_the_schedule_goes_on() {
     let calls = Arc::new(AtomicUsize::new(0));
     // The first run records itself as started, like Engine::run, and then panics.
     let runner: Runner = {
-        let (calls, store) = (Arc::clone(&calls), Arc::clone(&engine.store));
+        let (calls, store) = (Arc::clone(&calls), engine.store.clone());
         Arc::new(move |opts, cancel, progress| {
             let n = calls.fetch_add(1, Ordering::SeqCst);
-            let (real, store) = (Arc::clone(&real), Arc::clone(&store));
+            let (real, store) = (Arc::clone(&real), store.clone());
             Box::pin(async move {
                 if n == 0 {
-                    okta_postman_sync::apply::with_store(&store, |s| {
-                        s.run_started("panicking-run", chrono::Utc::now(), false)
-                    })
-                    .await
-                    .expect("run row");
+                    store
+                        .call(|s| s.run_started("panicking-run", chrono::Utc::now(), false))
+                        .await
+                        .expect("run row");
                     panic!("injected panic for the test");
                 }
                 real(opts, cancel, progress).await
@@ -435,7 +434,7 @@ async fn a_panicking_run_is_recorded_as_failed_and_the_schedule_goes_on() {
         .expect("join")
         .expect("clean stop");
     // The panicked run is in the history as failed, with the reason.
-    let runs = engine.store.lock().unwrap().last_runs(50).expect("runs");
+    let runs = engine.store.call(|s| s.last_runs(50)).await.expect("runs");
     let panicked = runs
         .iter()
         .find(|r| r.run_id == "panicking-run")

@@ -105,7 +105,7 @@ pub fn canned_engine(base: &str, dir: &std::path::Path) -> Engine {
     };
     build_engine(
         config,
-        Arc::new(Mutex::new(Store::in_memory().expect("store"))),
+        okta_postman_sync::store::StoreHandle::new(Store::in_memory().expect("store")),
         true,
         Arc::new(Metrics::new()),
         policy,

@@ -6,7 +6,7 @@
 pub mod canned;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use okta_postman_sync::app::build_engine;
 use okta_postman_sync::config::Config;
@@ -135,7 +135,7 @@ level = "warn"
         let store = Store::open(&self.state_path()).expect("open store");
         build_engine(
             self.config(),
-            Arc::new(Mutex::new(store)),
+            okta_postman_sync::store::StoreHandle::new(store),
             true,
             Arc::new(Metrics::new()),
             RetryPolicy::fast(),
@@ -149,7 +149,7 @@ level = "warn"
         let store = Store::open(&self.state_path()).expect("open store");
         build_engine(
             Arc::new(Config::parse(config_text).expect("valid test config")),
-            Arc::new(Mutex::new(store)),
+            okta_postman_sync::store::StoreHandle::new(store),
             true,
             Arc::new(Metrics::new()),
             RetryPolicy::fast(),
@@ -165,7 +165,7 @@ level = "warn"
         };
         build_engine(
             self.config(),
-            Arc::new(Mutex::new(store)),
+            okta_postman_sync::store::StoreHandle::new(store),
             false,
             Arc::new(Metrics::new()),
             RetryPolicy::fast(),

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::config::{AuthSchemeSetting, Config, ConfigError, OktaAuthConfig};
-use crate::engine::{Engine, RunOptions};
+use crate::sync::{Engine, RunOptions};
 use crate::metrics::Metrics;
 use crate::okta::{AttributeMapping, OAuthSettings, OktaAuth, OktaClient, OktaClientConfig};
 use crate::retry::RetryPolicy;

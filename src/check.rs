@@ -142,7 +142,7 @@ pub async fn check(config: &Config, retry: RetryPolicy) -> CheckReport {
                                 .into(),
                         }),
                         Err(e) => {
-                            let mut detail = crate::apply::describe(&e);
+                            let mut detail = crate::sync::describe(&e);
                             if e.status() == Some(401) {
                                 if let Ok(alt) = scim_client(config, key, other, &metrics, &retry) {
                                     if alt.probe_users().await.is_ok() {

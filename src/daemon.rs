@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{cancel_on_signals, prepare_engine, EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
 use crate::config::{Config, ConfigError};
-use crate::engine::Engine;
+use crate::sync::Engine;
 use crate::http::{AppState, StatusToken};
 use crate::retry::RetryPolicy;
 use crate::schedule::{engine_runner, scheduler, DaemonState, Runner, SchedulerLimits};

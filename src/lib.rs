@@ -18,26 +18,22 @@
 //! - [`app`], [`cli`], [`check`], [`status`], [`demo`], [`output`], [`telemetry`]: the commands.
 
 pub mod app;
-pub mod apply;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
-pub mod engine;
-pub mod groups;
-pub mod groups_apply;
 pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod okta;
 pub mod output;
-pub mod plan;
 pub mod retry;
 pub mod schedule;
 pub mod scim;
 pub mod sim;
 pub mod status;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

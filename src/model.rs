@@ -48,6 +48,126 @@ id_newtype!(
     ScimGroupId
 );
 
+/// Every kind of operation a plan can hold, users and groups alike. Serialized (and used as
+/// the metric label) as today's strings: `create`, `group_add_members`, ...
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    Create,
+    Adopt,
+    Update,
+    Deactivate,
+    Reactivate,
+    GroupCreate,
+    GroupAdopt,
+    GroupRename,
+    GroupAddMembers,
+    GroupRemoveMembers,
+    GroupDelete,
+}
+
+impl OpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Create => "create",
+            OpKind::Adopt => "adopt",
+            OpKind::Update => "update",
+            OpKind::Deactivate => "deactivate",
+            OpKind::Reactivate => "reactivate",
+            OpKind::GroupCreate => "group_create",
+            OpKind::GroupAdopt => "group_adopt",
+            OpKind::GroupRename => "group_rename",
+            OpKind::GroupAddMembers => "group_add_members",
+            OpKind::GroupRemoveMembers => "group_remove_members",
+            OpKind::GroupDelete => "group_delete",
+        }
+    }
+
+    /// The journal's name for it (the same string: one name per kind everywhere).
+    pub fn parse(s: &str) -> Option<Self> {
+        ALL_KINDS.iter().copied().find(|k| k.as_str() == s)
+    }
+
+    /// Whether carrying it out sends a SCIM write (an adoption only links the snapshot).
+    pub fn is_write(self) -> bool {
+        !matches!(self, OpKind::Adopt | OpKind::GroupAdopt)
+    }
+
+    pub fn is_group(self) -> bool {
+        matches!(
+            self,
+            OpKind::GroupCreate
+                | OpKind::GroupAdopt
+                | OpKind::GroupRename
+                | OpKind::GroupAddMembers
+                | OpKind::GroupRemoveMembers
+                | OpKind::GroupDelete
+        )
+    }
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub const ALL_KINDS: [OpKind; 11] = [
+    OpKind::Create,
+    OpKind::Adopt,
+    OpKind::Update,
+    OpKind::Deactivate,
+    OpKind::Reactivate,
+    OpKind::GroupCreate,
+    OpKind::GroupAdopt,
+    OpKind::GroupRename,
+    OpKind::GroupAddMembers,
+    OpKind::GroupRemoveMembers,
+    OpKind::GroupDelete,
+];
+
+/// Who a journalled write is about: the journal and recovery treat users and groups alike.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Subject {
+    User(OktaUserId),
+    Group(OktaGroupId),
+}
+
+impl Subject {
+    /// The Okta id, as the journal stores it.
+    pub fn okta_id(&self) -> &str {
+        match self {
+            Subject::User(id) => id.as_str(),
+            Subject::Group(id) => id.as_str(),
+        }
+    }
+
+    /// The subject of a journal row of this kind about this Okta id.
+    pub fn of(kind: OpKind, okta_id: String) -> Self {
+        if kind.is_group() {
+            Subject::Group(OktaGroupId(okta_id))
+        } else {
+            Subject::User(OktaUserId(okta_id))
+        }
+    }
+}
+
+/// A Postman resource a write created or found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScimRef {
+    User(ScimUserId),
+    Group(ScimGroupId),
+}
+
+impl ScimRef {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ScimRef::User(id) => id.as_str(),
+            ScimRef::Group(id) => id.as_str(),
+        }
+    }
+}
+
 /// The attributes we push to Postman for one person.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct UserAttrs {

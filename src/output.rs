@@ -1,7 +1,7 @@
 //! Human-readable renderings of run reports (the JSON form is the serde shape of the report).
 //! Pure string building: nothing here decides or does I/O.
 
-use crate::engine::{OpReport, RunReport};
+use crate::sync::{OpReport, RunReport};
 
 /// Formats rows as left-aligned columns separated by two spaces; the last column is not padded.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {

@@ -22,10 +22,10 @@ use futures::future::BoxFuture;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::OpStatus;
-use crate::engine::{Engine, Outcome, Progress, RunOptions, RunReport};
+use crate::sync::OpStatus;
+use crate::sync::{Engine, Outcome, Progress, RunOptions, RunReport};
 use crate::metrics::Metrics;
-use crate::plan::Operation;
+use crate::sync::users::plan::Operation;
 use crate::store::StoreHandle;
 
 /// A run with no progress for this long is stuck, whatever the timeouts say (see [`stuck_after`]).

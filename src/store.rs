@@ -15,7 +15,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
 use crate::model::{
-    ManagedGroup, ManagedUser, OktaGroupId, OktaUserId, ScimGroupId, ScimUserId, UserAttrs,
+    ManagedGroup, ManagedUser, OktaGroupId, OktaUserId, OpKind, ScimGroupId, ScimRef, ScimUserId,
+    Subject, UserAttrs,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -150,9 +151,12 @@ pub const RECOVERY_ATTEMPTS: u32 = 5;
 pub struct PendingWrite {
     pub id: i64,
     pub run_id: String,
-    pub okta_id: OktaUserId,
-    pub op: String,
-    pub user_name: String,
+    pub subject: Subject,
+    /// `None` for a kind this binary does not know (a row written by a newer version): recovery
+    /// closes it as abandoned, since every write it could be is repeated by the plan or looked up.
+    pub kind: Option<OpKind>,
+    /// The userName (users) or displayName (groups) the write was about.
+    pub label: String,
     pub payload: String,
     /// Runs that tried and failed to resolve it.
     pub attempts: u32,
@@ -160,6 +164,26 @@ pub struct PendingWrite {
     pub parked: bool,
     /// The last resolution error.
     pub error: Option<String>,
+}
+
+/// When a user's failures become a quarantine (`[sync] quarantine_after` / `quarantine_for`).
+#[derive(Clone, Copy, Debug)]
+pub struct Quarantine {
+    pub after: u32,
+    pub for_: std::time::Duration,
+}
+
+/// A failed write, as the journal and the failure record keep it.
+#[derive(Clone, Copy, Debug)]
+pub struct Failure<'a> {
+    pub subject: &'a Subject,
+    pub kind: OpKind,
+    /// The userName or displayName.
+    pub label: &'a str,
+    pub error: &'a str,
+    /// Retrying cannot help (counts towards quarantine).
+    pub permanent: bool,
+    pub quarantine: Quarantine,
 }
 
 /// An interrupted write that could not be resolved, as `status` shows it.
@@ -704,13 +728,14 @@ impl Store {
 
     // ---- journal ----------------------------------------------------------------------------
 
-    /// Records a SCIM write as intended, before it is sent. Returns the journal id.
+    /// Records a SCIM write as intended, before it is sent. Returns the journal id. `label` is
+    /// the userName or displayName recovery looks the subject up by.
     pub fn journal_intend(
         &mut self,
         run_id: &str,
-        okta_id: &OktaUserId,
-        op: &str,
-        user_name: &str,
+        subject: &Subject,
+        kind: OpKind,
+        label: &str,
         payload: &str,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
@@ -719,44 +744,10 @@ impl Store {
             .execute(
                 "INSERT INTO journal (run_id, okta_id, op, user_name, payload, state, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'intended', ?6, ?6)",
-                params![run_id, okta_id.0, op, user_name, payload, now],
+                params![run_id, subject.okta_id(), kind.as_str(), label, payload, now],
             )
             .map_err(|e| self.err(e))?;
         Ok(self.conn.last_insert_rowid())
-    }
-
-    /// Records a group write as intended, before it is sent (the journal's `okta_id` column then
-    /// holds the Okta group id). Returns the journal id.
-    pub fn journal_intend_group(
-        &mut self,
-        run_id: &str,
-        okta_id: &OktaGroupId,
-        op: &str,
-        display_name: &str,
-        payload: &str,
-        now: DateTime<Utc>,
-    ) -> Result<i64, StoreError> {
-        self.journal_intend(
-            run_id,
-            &OktaUserId(okta_id.0.clone()),
-            op,
-            display_name,
-            payload,
-            now,
-        )
-    }
-
-    /// Marks a group write failed, with its snapshot changes (for example forgetting a group
-    /// Postman no longer has). Groups are not quarantined: a failed group write is retried on the
-    /// next run and reported each time.
-    pub fn journal_failed_group(
-        &mut self,
-        id: i64,
-        error: &str,
-        changes: &[SnapshotChange],
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.close_journal(id, "failed", None, Some(error), changes, now)
     }
 
     /// Confirms a journalled write: marks it done (with the SCIM id), applies its snapshot
@@ -764,7 +755,7 @@ impl Store {
     pub fn journal_done(
         &mut self,
         id: i64,
-        scim_id: Option<&ScimUserId>,
+        scim_id: Option<&ScimRef>,
         changes: &[SnapshotChange],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
@@ -777,7 +768,7 @@ impl Store {
         &mut self,
         id: i64,
         resolved: bool,
-        scim_id: Option<&ScimUserId>,
+        scim_id: Option<&ScimRef>,
         changes: &[SnapshotChange],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
@@ -789,7 +780,7 @@ impl Store {
         &mut self,
         id: i64,
         state: &str,
-        scim_id: Option<&ScimUserId>,
+        scim_id: Option<&ScimRef>,
         error: Option<&str>,
         changes: &[SnapshotChange],
         now: DateTime<Utc>,
@@ -805,7 +796,7 @@ impl Store {
                 .optional()?;
             tx.execute(
                 "UPDATE journal SET state = ?2, scim_id = COALESCE(?3, scim_id), error = ?4, updated_at = ?5 WHERE id = ?1",
-                params![id, state, scim_id.map(|s| s.0.as_str()), error, now],
+                params![id, state, scim_id.map(ScimRef::as_str), error, now],
             )?;
             for c in changes {
                 Self::apply_change(tx, c, &now)?;
@@ -819,48 +810,59 @@ impl Store {
         })
     }
 
-    /// Records a failed write and updates the user's failure record. A user whose permanent
-    /// failures reach `quarantine_after` is quarantined until `now + quarantine_for`.
-    #[allow(clippy::too_many_arguments)]
+    /// Records a failed write, with the snapshot changes the failure teaches (a 404: the
+    /// resource is gone). For a user it also updates the failure record: a user whose
+    /// permanent failures reach `quarantine.after` is quarantined until `now + quarantine.for_`.
+    /// Groups are not quarantined: a failed group write is retried on the next run.
     pub fn journal_failed(
         &mut self,
         id: i64,
-        okta_id: &OktaUserId,
-        user_name: &str,
-        op: &str,
-        error: &str,
-        permanent: bool,
-        quarantine_after: u32,
-        quarantine_for: std::time::Duration,
+        failure: &Failure<'_>,
+        changes: &[SnapshotChange],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let Subject::User(okta_id) = failure.subject else {
+            return self.close_journal(id, "failed", None, Some(failure.error), changes, now);
+        };
         let now_s = ts(now);
         self.in_tx(|tx| {
-        tx.execute(
-            "UPDATE journal SET state = 'failed', error = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, error, now_s],
-        )?;
-        // Read as i64 and clamped: a damaged row must neither fail the write nor overflow.
-        let attempts: u32 = tx
-            .query_row(
-                "SELECT attempts FROM failures WHERE okta_id = ?1 AND permanent = ?2",
-                params![okta_id.0, permanent as i64],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            .map_or(0, clamp_count)
-            .saturating_add(1);
-        let retry_after = (permanent && attempts >= quarantine_after)
-            .then(|| ts(crate::limits::time_after(now, quarantine_for)));
-        tx.execute(
-            "INSERT INTO failures (okta_id, user_name, op, error, permanent, attempts, first_failed, last_failed, retry_after)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
-             ON CONFLICT (okta_id) DO UPDATE SET user_name = excluded.user_name, op = excluded.op,
-                error = excluded.error, permanent = excluded.permanent, attempts = excluded.attempts,
-                last_failed = excluded.last_failed, retry_after = excluded.retry_after",
-            params![okta_id.0, user_name, op, error, permanent as i64, attempts, now_s, retry_after],
-        )?;
-        Ok(())
+            tx.execute(
+                "UPDATE journal SET state = 'failed', error = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, failure.error, now_s],
+            )?;
+            for c in changes {
+                Self::apply_change(tx, c, &now_s)?;
+            }
+            // Read as i64 and clamped: a damaged row must neither fail the write nor overflow.
+            let attempts: u32 = tx
+                .query_row(
+                    "SELECT attempts FROM failures WHERE okta_id = ?1 AND permanent = ?2",
+                    params![okta_id.0, failure.permanent as i64],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+                .map_or(0, clamp_count)
+                .saturating_add(1);
+            let retry_after = (failure.permanent && attempts >= failure.quarantine.after)
+                .then(|| ts(crate::limits::time_after(now, failure.quarantine.for_)));
+            tx.execute(
+                "INSERT INTO failures (okta_id, user_name, op, error, permanent, attempts, first_failed, last_failed, retry_after)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
+                 ON CONFLICT (okta_id) DO UPDATE SET user_name = excluded.user_name, op = excluded.op,
+                    error = excluded.error, permanent = excluded.permanent, attempts = excluded.attempts,
+                    last_failed = excluded.last_failed, retry_after = excluded.retry_after",
+                params![
+                    okta_id.0,
+                    failure.label,
+                    failure.kind.as_str(),
+                    failure.error,
+                    failure.permanent as i64,
+                    attempts,
+                    now_s,
+                    retry_after
+                ],
+            )?;
+            Ok(())
         })
     }
 
@@ -872,12 +874,15 @@ impl Store {
                  FROM journal WHERE state = 'intended' ORDER BY id",
             [],
             |r| {
+                let op: String = r.get(3)?;
+                let kind = OpKind::parse(&op);
+                let okta_id: String = r.get(2)?;
                 Ok(PendingWrite {
                     id: r.get(0)?,
                     run_id: r.get(1)?,
-                    okta_id: OktaUserId(r.get(2)?),
-                    op: r.get(3)?,
-                    user_name: r.get(4)?,
+                    subject: Subject::of(kind.unwrap_or(OpKind::Create), okta_id),
+                    kind,
+                    label: r.get(4)?,
                     payload: r.get(5)?,
                     // A hostile or damaged row must not overflow anything downstream.
                     attempts: clamp_count(r.get::<_, i64>(6)?),

@@ -1,25 +1,46 @@
-//! One reconcile run, end to end: resolve interrupted writes, read Okta, read Postman (full runs),
-//! plan, check the guards, apply, record. This is the I/O shell around the pure planner; the
-//! one-shot `reconcile`, the daemon and the demo all call [`Engine::run`].
+//! One reconcile run, end to end: settle interrupted writes, read Okta, read Postman (full
+//! runs), plan users and groups, check the guards over the whole plan, apply both through the
+//! journal, record. This is the I/O shell around the pure planners; the one-shot `reconcile`,
+//! the daemon and the demo all call [`Engine::run`].
+//!
+//! Layout, one folder per kind of thing synced, each with the same shape:
+//! - [`users`]: `plan` (pure) and `apply`; their read is the Okta client's app-user read.
+//! - [`groups`]: `read`, `plan` (pure) and `apply`.
+//! - [`journal`]: the one journalled write both `apply` steps use, and recovery.
+//! - [`guard`]: the guards over the whole plan, checked before the first write.
+//! - [`outcome`]: the typed report (operation kinds, states, counts, the run's outcome).
+//!
+//! Nothing outside this module implements the engine.
 
-use std::collections::BTreeSet;
+pub mod groups;
+pub mod guard;
+pub mod journal;
+pub mod outcome;
+pub mod users;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::apply::{describe, recover, settle_from_listing, Applier, OpStatus, Recovery};
 use crate::config::Config;
-use crate::groups::GroupPolicy;
 use crate::metrics::Metrics;
 use crate::model::{OktaUserId, PostmanUser};
 use crate::okta::{AttributeMapping, OktaClient};
-use crate::plan::{plan, Action, Carried, OpKind, Operation, Plan, Policy, Refusal};
-use crate::scim::ScimClient;
-use crate::store::{StoreHandle, UnmanagedRecord};
+use crate::scim::{ScimClient, ScimError};
+use crate::store::{Quarantine, StoreHandle, UnmanagedRecord};
+
+use groups::apply::GroupApplier;
+use groups::plan::{GroupOperation, GroupPlan, GroupPolicy};
+use groups::read::GroupInputs;
+use journal::{Journal, Recovery};
+use users::apply::Applier;
+use users::plan::{plan, Action, Carried, Operation, Policy};
+
+pub use outcome::{Counts, OpKind, OpReport, OpState, OpStatus, Outcome, RunReport};
 
 /// What the caller asks of one run.
 #[derive(Clone, Debug, Default)]
@@ -32,136 +53,7 @@ pub struct RunOptions {
     pub allow_deactivations: Option<usize>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Converged: everything planned was done (or, in a dry run, the plan is complete).
-    Ok,
-    /// Something was not done: an operation failed, or deactivations were withheld.
-    Partial,
-    /// A safety guard refused the plan; nothing was changed.
-    Refused,
-    /// The run could not proceed (an API unreachable, the store unusable).
-    Failed,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Partial => "partial",
-            Outcome::Refused => "refused",
-            Outcome::Failed => "failed",
-        }
-    }
-
-    /// The documented exit code: 0 converged, 1 failed or partial, 3 refused by a guard.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Outcome::Ok => 0,
-            Outcome::Partial | Outcome::Failed => 1,
-            Outcome::Refused => 3,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub create: usize,
-    pub update: usize,
-    pub deactivate: usize,
-    pub reactivate: usize,
-    pub adopt: usize,
-    pub unchanged: usize,
-    pub failed: usize,
-    /// Group operations done (planned, in a dry run); see `operations` for their kinds.
-    pub groups: usize,
-    /// Pushed groups that needed nothing.
-    pub unchanged_groups: usize,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct OpReport {
-    pub op: &'static str,
-    pub user_name: String,
-    pub okta_id: String,
-    /// `planned`, `done` or `failed`.
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub reason: String,
-}
-
-impl OpReport {
-    fn new(op: &Operation, status: &'static str, error: Option<String>) -> Self {
-        OpReport {
-            op: op.kind().as_str(),
-            user_name: op.user_name.clone(),
-            okta_id: op.okta_id.to_string(),
-            status,
-            error,
-            reason: op.reason.clone(),
-        }
-    }
-}
-
-/// Everything a run did or would do: printed as text or JSON, stored in the run history.
-#[derive(Clone, Debug, Serialize)]
-pub struct RunReport {
-    pub run_id: String,
-    pub dry_run: bool,
-    pub full: bool,
-    pub outcome: Outcome,
-    pub counts: Counts,
-    pub operations: Vec<OpReport>,
-    /// Deactivations computed but not carried out because the Okta read was incomplete.
-    pub withheld: Vec<OpReport>,
-    /// Operations postponed because the user is quarantined.
-    pub deferred: Vec<OpReport>,
-    /// Groups no longer pushed, left in Postman because `[groups] delete_removed = false`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub left_alone: Vec<OpReport>,
-    /// Who a refused run would have deactivated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<String>,
-    pub unmanaged_members: Option<usize>,
-    pub skipped_okta_users: Vec<String>,
-    pub errors: Vec<String>,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-}
-
-impl RunReport {
-    fn new(run_id: String, dry_run: bool, started_at: DateTime<Utc>) -> Self {
-        RunReport {
-            run_id,
-            dry_run,
-            full: false,
-            outcome: Outcome::Ok,
-            counts: Counts::default(),
-            operations: Vec::new(),
-            withheld: Vec::new(),
-            deferred: Vec::new(),
-            left_alone: Vec::new(),
-            refusal: None,
-            unmanaged_members: None,
-            skipped_okta_users: Vec::new(),
-            errors: Vec::new(),
-            started_at,
-            finished_at: started_at,
-        }
-    }
-
-    /// Number of SCIM writes the run made or would make.
-    pub fn writes(&self) -> usize {
-        self.operations
-            .iter()
-            .filter(|o| o.op != "adopt" && o.op != "group_adopt")
-            .count()
-    }
-}
-
-/// Called after each operation is carried out (progress display).
+/// Called after each user operation is carried out (progress display).
 pub type Progress = Arc<dyn Fn(&Operation, &OpStatus) + Send + Sync>;
 
 /// The engine owns the clients and the store for the life of the process.
@@ -174,6 +66,110 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// Whether the store may be written (false for dry runs on a read-only open).
     pub writable: bool,
+}
+
+/// An operator-facing description of a SCIM failure: the error and, when known, what to do
+/// (the client's errors already end with the hint for the statuses it knows).
+pub fn describe(e: &ScimError) -> String {
+    match e.hint() {
+        Some(h) if !e.to_string().contains(h) => format!("{e}. {h}"),
+        _ => e.to_string(),
+    }
+}
+
+/// Both kinds of operation appear in one report the same way.
+trait Reported {
+    fn report(&self, state: OpState, error: Option<String>) -> OpReport;
+}
+
+impl Reported for Operation {
+    fn report(&self, state: OpState, error: Option<String>) -> OpReport {
+        OpReport {
+            op: self.kind(),
+            user_name: self.user_name.clone(),
+            okta_id: self.okta_id.to_string(),
+            status: state,
+            error,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+impl Reported for GroupOperation {
+    fn report(&self, state: OpState, error: Option<String>) -> OpReport {
+        OpReport {
+            op: self.kind(),
+            user_name: self.display_name.clone(),
+            okta_id: self.okta_id.to_string(),
+            status: state,
+            error,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// Adds what an apply step did to the report; true when something was not done.
+fn record<O: Reported>(report: &mut RunReport, ops: &[O], statuses: Vec<OpStatus>) -> bool {
+    let mut incomplete = false;
+    for (op, status) in ops.iter().zip(statuses) {
+        let r = match status {
+            OpStatus::Done { note } => {
+                let mut r = op.report(OpState::Done, None);
+                if let Some(n) = note {
+                    r.reason = format!("{}; {n}", r.reason);
+                }
+                r
+            }
+            OpStatus::Failed { error } => {
+                incomplete = true;
+                op.report(OpState::Failed, Some(error))
+            }
+            OpStatus::NotRun { why } => {
+                incomplete = true;
+                op.report(OpState::Planned, Some(why))
+            }
+        };
+        report.push_op(r);
+    }
+    incomplete
+}
+
+/// Adds a plan to the report without carrying it out (dry runs and refused runs).
+fn record_planned<O: Reported>(report: &mut RunReport, ops: &[O]) {
+    for op in ops {
+        report.push_op(op.report(OpState::Planned, None));
+    }
+}
+
+/// What a group plan leaves beside its operations: unchanged, withheld, left alone, deferred.
+fn record_group_extras(report: &mut RunReport, plan: &GroupPlan) {
+    report.counts.unchanged_groups += plan.unchanged;
+    report.withheld.extend(plan.withheld.iter().map(|o| {
+        o.report(
+            OpState::Planned,
+            Some("a group's members were read partially, or the change came after the guard check".into()),
+        )
+    }));
+    report.left_alone.extend(
+        plan.left_alone
+            .iter()
+            .map(|o| o.report(OpState::Planned, None)),
+    );
+    report.deferred.extend(
+        plan.deferred
+            .iter()
+            .map(|(o, why)| o.report(OpState::Planned, Some(why.clone()))),
+    );
+    if !plan.withheld.is_empty() {
+        report.raise(Outcome::Partial);
+    }
+}
+
+fn log_plan<O: Reported>(ops: &[O]) {
+    for o in ops {
+        let r = o.report(OpState::Planned, None);
+        tracing::info!(op = r.op.as_str(), subject = %r.user_name, okta_id = %r.okta_id, reason = %r.reason, "plan");
+    }
 }
 
 impl Engine {
@@ -214,7 +210,7 @@ impl Engine {
             {
                 tracing::error!(error = %e, "could not record the run");
                 report.errors.push(e.to_string());
-                report.outcome = Outcome::Failed;
+                report.raise(Outcome::Failed);
             }
             // The journal is a write-ahead log, not an audit trail: keep 30 days of it.
             let cutoff = report.finished_at - chrono::Duration::days(30);
@@ -235,6 +231,7 @@ impl Engine {
             adopt = report.counts.adopt,
             unchanged = report.counts.unchanged,
             failed = report.counts.failed,
+            groups = report.counts.groups,
             withheld = report.withheld.len(),
             deferred = report.deferred.len(),
             seconds = clock.elapsed().as_secs_f64(),
@@ -262,6 +259,17 @@ impl Engine {
             .await;
     }
 
+    fn journal(&self, run_id: &str) -> Journal {
+        Journal {
+            store: self.store.clone(),
+            run_id: run_id.to_string(),
+            quarantine: Quarantine {
+                after: self.config.sync.quarantine_after,
+                for_: self.config.sync.quarantine_for,
+            },
+        }
+    }
+
     async fn run_inner(
         &self,
         opts: &RunOptions,
@@ -284,7 +292,7 @@ impl Engine {
             .await;
         let (last_full, quarantined, missing_before, pending) = match state {
             Ok(v) => v,
-            Err(e) => return fail(report, e.to_string()),
+            Err(e) => return report.fail(e.to_string()),
         };
         // A last full run "in the future" (the clock ran ahead and came back) must not stop
         // full runs until the clock catches up.
@@ -293,27 +301,28 @@ impl Engine {
         report.full = full;
 
         if !opts.dry_run {
-            let (id, store) = (report.run_id.clone(), self.store.clone());
-            if let Err(e) = store.call(move |s| s.run_started(&id, now, full)).await {
-                return fail(report, e.to_string());
+            let id = report.run_id.clone();
+            if let Err(e) = self
+                .store
+                .call(move |s| s.run_started(&id, now, full))
+                .await
+            {
+                return report.fail(e.to_string());
             }
         }
         // Interrupted writes first: a create that may have happened must be looked up before
-        // the plan could send it again. One that cannot be settled holds only its own user.
+        // the plan could send it again. One that cannot be settled holds only its subject.
         let recovery = if opts.dry_run {
-            // A dry run looks nothing up: every open create holds its user.
-            Recovery {
-                adopted: 0,
-                open_creates: pending.into_iter().filter(|p| p.op == "create").collect(),
-            }
+            // A dry run looks nothing up: every open create holds its subject.
+            Recovery::unverified(pending)
         } else {
             match cancel
-                .run_until_cancelled(recover(&self.scim, &self.store))
+                .run_until_cancelled(journal::recover(&self.scim, &self.store))
                 .await
             {
                 None => return stopped(report, "resolving interrupted writes"),
                 Some(Ok(r)) => r,
-                Some(Err(e)) => return fail(report, format!("{e}")),
+                Some(Err(e)) => return report.fail(format!("resolving interrupted writes: {e}")),
             }
         };
         if recovery.adopted > 0 {
@@ -337,7 +346,7 @@ impl Engine {
                     tracing::error!(error = %msg, read = partial.read.users.len(), "Okta read incomplete: no deactivations this run");
                     report.errors.push(msg);
                     if partial.read.users.is_empty() {
-                        report.outcome = Outcome::Failed;
+                        report.raise(Outcome::Failed);
                         return;
                     }
                     partial.read
@@ -364,32 +373,64 @@ impl Engine {
                 None => return stopped(report, "listing Postman members"),
                 Some(Ok(_)) => Some(members),
                 Some(Err(e)) => {
-                    return fail(report, format!("listing Postman members: {}", describe(&e)))
+                    return report.fail(format!("listing Postman members: {}", describe(&e)))
                 }
             }
         } else {
             None
         };
-        let mut held = quarantined;
-        match (&members, opts.dry_run) {
-            // The complete listing settles every create the lookups could not.
-            (Some(members), false) => {
-                if let Err(e) =
-                    settle_from_listing(&self.store, recovery.open_creates, members).await
-                {
-                    return fail(report, e.to_string());
-                }
+
+        // Groups (issue 4): read before any write, so one guard check covers the whole plan.
+        let group_inputs: Option<GroupInputs> = if self.config.groups.enabled {
+            let read = groups::read::read(
+                &self.okta,
+                &self.scim,
+                &self.store,
+                &self.config.groups.push,
+                full,
+                report,
+            );
+            match cancel.run_until_cancelled(read).await {
+                None => return stopped(report, "reading groups"),
+                Some(g) => g,
             }
-            _ => {
-                for (id, why) in recovery.held() {
-                    held.entry(id).or_insert(why);
-                }
+        } else {
+            None
+        };
+
+        // The complete listings settle every create the lookups could not; what they do not
+        // settle keeps its subject held.
+        let group_listing = group_inputs.as_ref().and_then(|g| g.postman.as_deref());
+        let (users_settled, groups_settled) = if opts.dry_run {
+            (false, false)
+        } else {
+            if let Err(e) = journal::settle_from_listing(
+                &self.store,
+                &recovery.open_creates,
+                members.as_deref(),
+                group_listing,
+            )
+            .await
+            {
+                return report.fail(e.to_string());
+            }
+            (members.is_some(), group_listing.is_some())
+        };
+        let mut held = quarantined;
+        if !users_settled {
+            for (id, why) in recovery.held_users() {
+                held.entry(id).or_insert(why);
             }
         }
+        let held_groups = if groups_settled {
+            BTreeMap::new()
+        } else {
+            recovery.held_groups()
+        };
 
         let snapshot = match self.store.call(|s| s.snapshot()).await {
             Ok(s) => s,
-            Err(e) => return fail(report, e.to_string()),
+            Err(e) => return report.fail(e.to_string()),
         };
         let policy = Policy {
             max_deactivations: self.config.sync.max_deactivations,
@@ -408,7 +449,6 @@ impl Engine {
                 &policy,
             )
         };
-        // Groups (issue 4): read and planned before any write, so one guard covers both.
         let group_policy = GroupPolicy {
             delete_removed: self.config.groups.delete_removed,
             deactivation_limit: policy.deactivation_limit(),
@@ -419,19 +459,11 @@ impl Engine {
                     _ => None,
                 })
                 .collect(),
+            held: held_groups,
         };
-        let groups = if self.config.groups.enabled {
-            match cancel
-                .run_until_cancelled(self.prepare_groups(full, report))
-                .await
-            {
-                None => return stopped(report, "reading groups"),
-                Some(g) => g,
-            }
-        } else {
-            None
-        };
-        let group_plan = groups.as_ref().map(|g| g.plan(&snapshot, &group_policy));
+        let group_plan = group_inputs
+            .as_ref()
+            .map(|g| g.plan(&snapshot, &group_policy));
         // Who a listing that lacks managed users would drop, by name, for the refusal.
         let missing_names: Vec<String> = plan
             .forget
@@ -449,69 +481,49 @@ impl Engine {
             unchanged = plan.unchanged,
             withheld = plan.withheld.len(),
             deferred = plan.deferred.len(),
+            groups = group_plan.as_ref().map_or(0, |g| g.operations.len()),
             "planned"
         );
         // Explain every change before making it.
-        for op in &plan.operations {
-            tracing::info!(op = op.kind().as_str(), user = %op.user_name, okta_id = %op.okta_id, reason = %op.reason, "plan");
+        log_plan(&plan.operations);
+        if let Some(g) = &group_plan {
+            log_plan(&g.operations);
         }
         report.counts.unchanged = plan.unchanged;
         report.withheld = plan
             .withheld
             .iter()
-            .map(|o| OpReport::new(o, "planned", desired.incomplete_reason.clone()))
+            .map(|o| o.report(OpState::Planned, desired.incomplete_reason.clone()))
             .collect();
         report.deferred = plan
             .deferred
             .iter()
-            .map(|(o, why)| OpReport::new(o, "planned", Some(why.clone())))
+            .map(|(o, why)| o.report(OpState::Planned, Some(why.clone())))
             .collect();
         if full {
             report.unmanaged_members = Some(plan.unmanaged.len());
         }
         if !desired.complete {
-            report.outcome = Outcome::Partial;
+            report.raise(Outcome::Partial);
         }
 
-        let group_refusal = group_plan.as_ref().and_then(|g| g.refusal.as_ref());
-        if let Some(refusal) = plan.refusal.as_ref().or(group_refusal) {
-            let mut who: Vec<String> = match refusal {
-                Refusal::ManagedMissingFromPostman { .. } => missing_names.clone(),
-                _ => plan.deactivations().map(|o| o.user_name.clone()).collect(),
-            };
-            if let Some(g) = &group_plan {
-                who.extend(
-                    g.losses()
-                        .map(|m| format!("{} (group deletion)", m.user_name)),
-                );
-            }
-            let label = match refusal {
-                Refusal::ManagedMissingFromPostman { .. } => "Missing from the listing",
-                _ => "Would deactivate",
-            };
-            let msg = if who.is_empty() {
-                refusal.explain()
-            } else {
-                format!("{}. {label}: {}", refusal.explain(), who.join(", "))
-            };
+        // The guards, over the whole plan, before the first write: the only place a run can be
+        // refused.
+        if let Err(msg) = guard::check(&plan, group_plan.as_ref(), &missing_names) {
             tracing::warn!(guard = %msg, "refused by a safety guard");
-            report.refusal = Some(msg);
-            report.outcome = Outcome::Refused;
+            report.refuse(msg);
         }
         // A refused run and a dry run report the plan and stop here.
         if report.outcome == Outcome::Refused || opts.dry_run {
-            report.operations = plan
-                .operations
-                .iter()
-                .map(|o| OpReport::new(o, "planned", None))
-                .collect();
-            count_planned(report, &plan);
+            record_planned(report, &plan.operations);
             if let Some(g) = &group_plan {
-                self.report_planned_groups(g, report);
+                record_planned(report, &g.operations);
+                record_group_extras(report, g);
             }
             return;
         }
 
+        // ---- writes from here on --------------------------------------------------------
         if full {
             let unmanaged: Vec<UnmanagedRecord> = plan
                 .unmanaged
@@ -537,63 +549,56 @@ impl Engine {
                 })
                 .await
             {
-                return fail(report, e.to_string());
+                return report.fail(e.to_string());
             }
         }
 
+        let journal = self.journal(&report.run_id);
         let applier = Applier {
             scim: self.scim.clone(),
-            store: self.store.clone(),
+            journal: journal.clone(),
             metrics: Arc::clone(&self.metrics),
-            run_id: report.run_id.clone(),
             max_in_flight: self.config.postman.max_in_flight,
-            quarantine_after: self.config.sync.quarantine_after,
-            quarantine_for: self.config.sync.quarantine_for,
             cancel: cancel.clone(),
         };
         let noop: Progress = Arc::new(|_: &Operation, _: &OpStatus| {});
         let progress = progress.unwrap_or(noop);
         let (statuses, fatal) = applier.apply(&plan, &*progress).await;
-        let mut stopped = false;
-        for (op, status) in plan.operations.iter().zip(statuses) {
-            let r = match status {
-                OpStatus::Done { note } => {
-                    bump(&mut report.counts, op.kind());
-                    let mut r = OpReport::new(op, "done", None);
-                    if let Some(n) = note {
-                        r.reason = format!("{}; {n}", r.reason);
-                    }
-                    r
-                }
-                OpStatus::Failed { error } => {
-                    report.counts.failed += 1;
-                    report
-                        .errors
-                        .push(format!("{} {}: {error}", op.kind().as_str(), op.user_name));
-                    OpReport::new(op, "failed", Some(error))
-                }
-                OpStatus::NotRun { why } => {
-                    stopped = true;
-                    OpReport::new(op, "planned", Some(why))
-                }
-            };
-            report.operations.push(r);
+        if record(report, &plan.operations, statuses) {
+            report.raise(Outcome::Partial);
         }
         if let Some(e) = fatal {
-            report.errors.push(e.to_string());
-            report.outcome = Outcome::Failed;
-            return;
-        } else if report.counts.failed > 0 || stopped {
-            report.outcome = Outcome::Partial;
+            return report.fail(e.to_string());
         }
-        if let Some(inputs) = &groups {
-            if let Some(e) = self
-                .sync_groups(inputs, &group_policy, cancel, report)
-                .await
-            {
-                report.errors.push(e.to_string());
-                report.outcome = Outcome::Failed;
-            }
+
+        // Groups: planned again against the updated user snapshot (users created in this run
+        // join their groups now), bounded by the plan the guard checked.
+        let (Some(inputs), Some(checked)) = (&group_inputs, &group_plan) else {
+            return;
+        };
+        let users_now = match self.store.call(|s| s.snapshot()).await {
+            Ok(u) => u,
+            Err(e) => return report.fail(e.to_string()),
+        };
+        let group_plan = {
+            let _span = tracing::info_span!("plan_groups").entered();
+            guard::bound_replan(inputs.plan(&users_now, &group_policy), checked)
+        };
+        drop(users_now);
+        log_plan(&group_plan.operations);
+        let applier = GroupApplier {
+            scim: self.scim.clone(),
+            journal,
+            metrics: Arc::clone(&self.metrics),
+            cancel: cancel.clone(),
+        };
+        let (statuses, fatal) = applier.apply(&group_plan).await;
+        if record(report, &group_plan.operations, statuses) {
+            report.raise(Outcome::Partial);
+        }
+        record_group_extras(report, &group_plan);
+        if let Some(e) = fatal {
+            report.fail(e.to_string());
         }
     }
 }
@@ -602,30 +607,8 @@ impl Engine {
 /// written by this step, and nothing is half-done.
 fn stopped(report: &mut RunReport, during: &str) {
     tracing::warn!(during, "stopped before the run could finish");
-    report.errors.push(format!(
-        "stopped while {during}; nothing was changed by this step"
-    ));
-    report.outcome = Outcome::Failed;
-}
-
-fn fail(report: &mut RunReport, msg: String) {
-    tracing::error!(error = %msg, "run failed");
-    report.errors.push(msg);
-    report.outcome = Outcome::Failed;
-}
-
-fn bump(c: &mut Counts, kind: OpKind) {
-    match kind {
-        OpKind::Create => c.create += 1,
-        OpKind::Update => c.update += 1,
-        OpKind::Deactivate => c.deactivate += 1,
-        OpKind::Reactivate => c.reactivate += 1,
-        OpKind::Adopt => c.adopt += 1,
-    }
-}
-
-fn count_planned(report: &mut RunReport, plan: &Plan) {
-    for op in &plan.operations {
-        bump(&mut report.counts, op.kind());
-    }
+    report
+        .errors
+        .push(format!("stopped while {during}; nothing was changed by this step"));
+    report.raise(Outcome::Failed);
 }

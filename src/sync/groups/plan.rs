@@ -1,11 +1,11 @@
 //! The group planner: a pure function from (the Okta groups to push with their members, the
 //! group snapshot, Postman's groups on full runs, the user snapshot, policy) to the SCIM group
 //! operations that make Postman's groups match. No async, no clock, no network, no SQLite; the
-//! same plan is printed by `--dry-run` and carried out by `groups_apply`. It owns the group
+//! same plan is printed by `--dry-run` and carried out by `groups::apply`. It owns the group
 //! safety rules: only managed, active users become members; members Postman lists that we do not
 //! manage are never removed; a partial read of any group's members withholds every removal and
 //! deletion; a deletion counts the members who would lose access against `max_deactivations`.
-//! It must not decide anything about users themselves (that is `plan`).
+//! It must not decide anything about users themselves (that is `users::plan`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,7 +15,8 @@ use crate::model::{
     DesiredGroup, ManagedGroup, ManagedUser, OktaGroupId, OktaUserId, PostmanGroup, ScimGroupId,
     ScimUserId,
 };
-use crate::plan::Refusal;
+use crate::sync::outcome::OpKind;
+use crate::sync::users::plan::Refusal;
 
 /// The Okta side of a group run: the groups to push, with their members.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,6 +70,9 @@ pub struct GroupPolicy {
     /// Users the user plan of the same run deactivates: they share the limit, and are not
     /// counted again when a deleted group would also cost them access.
     pub deactivating: BTreeSet<ScimUserId>,
+    /// Groups whose interrupted create is not settled yet, with the reason: never created
+    /// again while the create may have happened.
+    pub held: BTreeMap<OktaGroupId, String>,
 }
 
 /// A Postman member named in a group operation.
@@ -78,32 +82,7 @@ pub struct Member {
     pub user_name: String,
 }
 
-/// The kind of a group operation, as shown in reports (`op` in the JSON output) and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupOpKind {
-    GroupCreate,
-    GroupAdopt,
-    GroupRename,
-    GroupAddMembers,
-    GroupRemoveMembers,
-    GroupDelete,
-}
-
-impl GroupOpKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GroupOpKind::GroupCreate => "group_create",
-            GroupOpKind::GroupAdopt => "group_adopt",
-            GroupOpKind::GroupRename => "group_rename",
-            GroupOpKind::GroupAddMembers => "group_add_members",
-            GroupOpKind::GroupRemoveMembers => "group_remove_members",
-            GroupOpKind::GroupDelete => "group_delete",
-        }
-    }
-}
-
-/// One step of a group plan, with everything `groups_apply` needs to carry it out.
+/// One step of a group plan, with everything `groups::apply` needs to carry it out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum GroupAction {
@@ -151,20 +130,20 @@ pub struct GroupOperation {
 }
 
 impl GroupOperation {
-    pub fn kind(&self) -> GroupOpKind {
+    pub fn kind(&self) -> OpKind {
         match self.action {
-            GroupAction::Create => GroupOpKind::GroupCreate,
-            GroupAction::Adopt { .. } => GroupOpKind::GroupAdopt,
-            GroupAction::Rename { .. } => GroupOpKind::GroupRename,
-            GroupAction::AddMembers { .. } => GroupOpKind::GroupAddMembers,
-            GroupAction::RemoveMembers { .. } => GroupOpKind::GroupRemoveMembers,
-            GroupAction::Delete { .. } => GroupOpKind::GroupDelete,
+            GroupAction::Create => OpKind::GroupCreate,
+            GroupAction::Adopt { .. } => OpKind::GroupAdopt,
+            GroupAction::Rename { .. } => OpKind::GroupRename,
+            GroupAction::AddMembers { .. } => OpKind::GroupAddMembers,
+            GroupAction::RemoveMembers { .. } => OpKind::GroupRemoveMembers,
+            GroupAction::Delete { .. } => OpKind::GroupDelete,
         }
     }
 
     /// Whether carrying it out sends a SCIM write.
     pub fn is_write(&self) -> bool {
-        !matches!(self.action, GroupAction::Adopt { .. })
+        self.kind().is_write()
     }
 
     /// The members who would lose access (deletions only).
@@ -182,6 +161,8 @@ pub struct GroupPlan {
     pub operations: Vec<GroupOperation>,
     /// Removals and deletions not carried out because a group's members were read partially.
     pub withheld: Vec<GroupOperation>,
+    /// Creates postponed because an earlier create of the same group is not settled yet.
+    pub deferred: Vec<(GroupOperation, String)>,
     /// Groups no longer pushed, left in Postman because `[groups] delete_removed = false`.
     pub left_alone: Vec<GroupOperation>,
     /// Snapshot groups whose Postman group no longer exists (full runs only): forgotten.
@@ -199,7 +180,7 @@ pub struct GroupPlan {
 }
 
 impl GroupPlan {
-    pub fn count(&self, kind: GroupOpKind) -> usize {
+    pub fn count(&self, kind: OpKind) -> usize {
         self.operations.iter().filter(|o| o.kind() == kind).count()
     }
 
@@ -340,10 +321,15 @@ pub fn plan_groups(
                     (Some(g.id.clone()), g.display_name.clone(), &g.members)
                 }
                 _ => {
-                    ops.push(op(
+                    let create = op(
                         GroupAction::Create,
                         "assigned to the Postman app in Okta".to_string(),
-                    ));
+                    );
+                    if let Some(why) = policy.held.get(&d.okta_id) {
+                        out.deferred.push((create, why.clone()));
+                        continue;
+                    }
+                    ops.push(create);
                     (None, d.display_name.clone(), &EMPTY)
                 }
             },

@@ -1,12 +1,14 @@
 //! The planner: a pure function from (what Okta wants, what the snapshot says we pushed, what
 //! Postman holds on a full run, policy) to the list of SCIM operations that makes Postman match.
 //! No async, no clock, no network, no SQLite. The plan is what `--dry-run` prints and what
-//! `apply` executes, so the two can never disagree. The safety guards live here too: no
+//! `users::apply` executes, so the two can never disagree. The safety guards live here too: no
 //! deactivations from an incomplete Okta read, and a refusal above the deactivation limit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
+
+pub use crate::sync::outcome::OpKind;
 
 use crate::model::{
     user_name_key, DesiredUser, ManagedUser, OktaRead, OktaUserId, PostmanUser, ScimUserId,
@@ -37,29 +39,6 @@ pub struct Carried {
     pub held: BTreeMap<OktaUserId, String>,
     /// Managed users the previous full Postman listing already lacked.
     pub missing_before: BTreeSet<OktaUserId>,
-}
-
-/// The kind of an operation, as shown in reports (`op` in the JSON output).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OpKind {
-    Create,
-    Adopt,
-    Update,
-    Deactivate,
-    Reactivate,
-}
-
-impl OpKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpKind::Create => "create",
-            OpKind::Adopt => "adopt",
-            OpKind::Update => "update",
-            OpKind::Deactivate => "deactivate",
-            OpKind::Reactivate => "reactivate",
-        }
-    }
 }
 
 /// One step of the plan, with everything `apply` needs to carry it out.
@@ -108,7 +87,7 @@ impl Operation {
 
     /// Whether carrying it out sends a SCIM write.
     pub fn is_write(&self) -> bool {
-        !matches!(self.action, Action::Adopt { .. })
+        self.kind().is_write()
     }
 }
 

@@ -9,13 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::config::{AuthSchemeSetting, Config, ConfigError, OktaAuthConfig};
-use crate::sync::{Engine, RunOptions};
 use crate::metrics::Metrics;
 use crate::okta::{AttributeMapping, OAuthSettings, OktaAuth, OktaClient, OktaClientConfig};
 use crate::retry::RetryPolicy;
 use crate::scim::{AuthScheme, ScimClient, ScimClientConfig};
 use crate::store::StoreHandle;
 use crate::store::{StateLock, Store};
+use crate::sync::{Engine, RunOptions};
 
 /// Exit codes (documented in the README).
 pub const EXIT_OK: u8 = 0;

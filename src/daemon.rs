@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{cancel_on_signals, prepare_engine, EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
 use crate::config::{Config, ConfigError};
-use crate::sync::Engine;
 use crate::http::{AppState, StatusToken};
 use crate::retry::RetryPolicy;
 use crate::schedule::{engine_runner, scheduler, DaemonState, Runner, SchedulerLimits};
+use crate::sync::Engine;
 
 /// How long a stopping daemon waits for the run in flight. Reads stop at once and a write on the
 /// wire gets `apply::WRITE_GRACE` (3 s), so the run normally ends well inside this; the bound

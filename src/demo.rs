@@ -13,17 +13,17 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{build_engine_with_secrets, okta_client_config_with, EXIT_FAILED, EXIT_OK};
-use crate::sync::OpStatus;
 use crate::config::{Config, LogFormat};
-use crate::sync::{Engine, Outcome, Progress, RunOptions, RunReport};
 use crate::metrics::Metrics;
 use crate::okta::OktaAuth;
 use crate::output::{render_run, table};
-use crate::sync::users::plan::Operation;
 use crate::retry::RetryPolicy;
 use crate::sim::okta::{FakeOkta, OktaSimConfig, UserSpec};
 use crate::sim::postman::{FakePostman, PostmanSimConfig};
 use crate::store::{Store, StoreHandle};
+use crate::sync::users::plan::Operation;
+use crate::sync::OpStatus;
+use crate::sync::{Engine, Outcome, Progress, RunOptions, RunReport};
 
 const OKTA_TOKEN: &str = "demo-okta-token";
 const POSTMAN_KEY: &str = "demo-postman-key";

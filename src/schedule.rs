@@ -22,11 +22,11 @@ use futures::future::BoxFuture;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
+use crate::store::StoreHandle;
+use crate::sync::users::plan::Operation;
 use crate::sync::OpStatus;
 use crate::sync::{Engine, Outcome, Progress, RunOptions, RunReport};
-use crate::metrics::Metrics;
-use crate::sync::users::plan::Operation;
-use crate::store::StoreHandle;
 
 /// A run with no progress for this long is stuck, whatever the timeouts say (see [`stuck_after`]).
 pub const STUCK_FLOOR: Duration = Duration::from_secs(30 * 60);

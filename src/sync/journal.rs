@@ -27,7 +27,7 @@ use crate::model::{
 };
 use crate::scim::{ScimClient, ScimError};
 use crate::store::{
-    Failure, PendingWrite, Quarantine, SnapshotChange, StoreError, StoreHandle, GroupChange,
+    Failure, GroupChange, PendingWrite, Quarantine, SnapshotChange, StoreError, StoreHandle,
 };
 
 use super::describe;
@@ -48,7 +48,10 @@ pub(crate) const STOPPED_MID_WRITE: &str =
 
 /// Runs `fut` (one journalled write) to completion, unless `stop` fires and the write then
 /// outlasts [`WRITE_GRACE`] (a 429 back-off, a slow server): `None`, and the write is dropped.
-pub(crate) async fn unless_stopped<F: Future>(stop: &CancellationToken, fut: F) -> Option<F::Output> {
+pub(crate) async fn unless_stopped<F: Future>(
+    stop: &CancellationToken,
+    fut: F,
+) -> Option<F::Output> {
     tokio::select! {
         biased;
         v = fut => Some(v),
@@ -92,7 +95,9 @@ pub enum Sent {
 pub enum CreateAnswer<T> {
     Created(T),
     /// `409`: something by that name already exists.
-    Conflict { detail: String },
+    Conflict {
+        detail: String,
+    },
 }
 
 /// How a create ended.
@@ -147,8 +152,12 @@ impl Journal {
         changes: Vec<SnapshotChange>,
     ) -> Result<OpStatus, Fatal> {
         tracing::warn!(error = %error, permanent, "operation failed");
-        let (subject, kind, label, quarantine) =
-            (w.subject.clone(), w.kind, w.label.to_string(), self.quarantine);
+        let (subject, kind, label, quarantine) = (
+            w.subject.clone(),
+            w.kind,
+            w.label.to_string(),
+            self.quarantine,
+        );
         let e = error.clone();
         self.store
             .call(move |s| {
@@ -184,7 +193,8 @@ impl Journal {
             Ok(Sent::Gone { error, changes }) => self.failed(id, &w, error, true, changes).await,
             Err(e) => {
                 let permanent = e.is_permanent();
-                self.failed(id, &w, describe(&e), permanent, Vec::new()).await
+                self.failed(id, &w, describe(&e), permanent, Vec::new())
+                    .await
             }
         }
     }
@@ -268,7 +278,11 @@ impl Journal {
                 }
             };
             let (scim, changes) = link(&resource);
-            tracing::info!(scim_id = scim.as_str(), note = note.unwrap_or("created"), "linked");
+            tracing::info!(
+                scim_id = scim.as_str(),
+                note = note.unwrap_or("created"),
+                "linked"
+            );
             self.done(id, Some(scim), changes).await?;
             return Ok(Created::Linked {
                 resource,
@@ -438,7 +452,11 @@ pub async fn recover(scim: &ScimClient, store: &StoreHandle) -> Result<Recovery,
 }
 
 /// Closes an open create: adopted when `found`, abandoned otherwise.
-async fn settle(store: &StoreHandle, p: &PendingWrite, found: Option<Found>) -> Result<(), StoreError> {
+async fn settle(
+    store: &StoreHandle,
+    p: &PendingWrite,
+    found: Option<Found>,
+) -> Result<(), StoreError> {
     let (scim, changes) = match (&p.subject, &found) {
         (Subject::User(okta_id), Some(Found::User(u))) => {
             let (r, c) = link_user(okta_id, u);
@@ -479,7 +497,9 @@ pub async fn settle_from_listing(
         let found = match &p.subject {
             Subject::User(_) => match &users_by_name {
                 None => continue,
-                Some(m) => m.get(&user_name_key(&p.label)).map(|u| Found::User((*u).clone())),
+                Some(m) => m
+                    .get(&user_name_key(&p.label))
+                    .map(|u| Found::User((*u).clone())),
             },
             Subject::Group(_) => match &groups_by_name {
                 None => continue,

@@ -147,7 +147,10 @@ fn record_group_extras(report: &mut RunReport, plan: &GroupPlan) {
     report.withheld.extend(plan.withheld.iter().map(|o| {
         o.report(
             OpState::Planned,
-            Some("a group's members were read partially, or the change came after the guard check".into()),
+            Some(
+                "a group's members were read partially, or the change came after the guard check"
+                    .into(),
+            ),
         )
     }));
     report.left_alone.extend(
@@ -607,8 +610,8 @@ impl Engine {
 /// written by this step, and nothing is half-done.
 fn stopped(report: &mut RunReport, during: &str) {
     tracing::warn!(during, "stopped before the run could finish");
-    report
-        .errors
-        .push(format!("stopped while {during}; nothing was changed by this step"));
+    report.errors.push(format!(
+        "stopped while {during}; nothing was changed by this step"
+    ));
     report.raise(Outcome::Failed);
 }

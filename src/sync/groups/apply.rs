@@ -337,4 +337,3 @@ fn not_joined(refused: &[Member], e: &ScimError) -> String {
         describe(e)
     )
 }
-

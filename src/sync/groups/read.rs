@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::Instrument;
 
-use crate::model::{DesiredGroup, ManagedGroup, ManagedUser, OktaGroupId, OktaUserId, PostmanGroup};
+use crate::model::{
+    DesiredGroup, ManagedGroup, ManagedUser, OktaGroupId, OktaUserId, PostmanGroup,
+};
 use crate::okta::OktaClient;
 use crate::scim::ScimClient;
 use crate::store::StoreHandle;
@@ -44,12 +46,12 @@ impl GroupInputs {
 /// their members, the group snapshot, and Postman's groups on full runs. `None` when group push
 /// cannot run this time (the error is in the report and the outcome is at best partial).
 pub async fn read(
-okta: &OktaClient,
-scim: &ScimClient,
-store: &StoreHandle,
-push: &[String],
-full: bool,
-report: &mut RunReport,
+    okta: &OktaClient,
+    scim: &ScimClient,
+    store: &StoreHandle,
+    push: &[String],
+    full: bool,
+    report: &mut RunReport,
 ) -> Option<GroupInputs> {
     let span = tracing::info_span!("okta.groups");
     let assigned = match okta.list_app_groups().instrument(span.clone()).await {
@@ -75,10 +77,7 @@ report: &mut RunReport,
         ..GroupRead::default()
     };
     for (id, name) in picked {
-        let (members, complete) = match okta
-            .list_group_members(&id)
-            .instrument(span.clone())
-            .await
+        let (members, complete) = match okta.list_group_members(&id).instrument(span.clone()).await
         {
             Ok(m) => (m, true),
             Err(e) => {
@@ -130,7 +129,6 @@ report: &mut RunReport,
         }
     }
 }
-
 
 /// A group read failed: the rest of the run goes on, and its outcome is at best partial.
 pub(crate) fn group_problem(report: &mut RunReport, msg: String) {

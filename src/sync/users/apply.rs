@@ -49,12 +49,13 @@ impl Applier {
             };
             plan.operations.len()
         ];
-        if !plan.forget.is_empty() {
+        if !plan.forget.is_empty() || !plan.refresh.is_empty() {
             let changes: Vec<_> = plan
                 .forget
                 .iter()
                 .cloned()
                 .map(SnapshotChange::Forget)
+                .chain(plan.refresh.iter().cloned().map(SnapshotChange::Upsert))
                 .collect();
             if let Err(e) = self
                 .journal
@@ -169,8 +170,7 @@ impl Applier {
                         if from.user_name != to.user_name {
                             self.scim.set_user_name(scim_id, &to.user_name).await?;
                         }
-                        if from.given_name != to.given_name || from.family_name != to.family_name
-                        {
+                        if from.given_name != to.given_name || from.family_name != to.family_name {
                             self.scim
                                 .replace_user(scim_id, to, op.okta_id.as_str(), true)
                                 .await?;

@@ -156,6 +156,10 @@ pub struct Plan {
     /// Managed users missing from this full listing for the first time: kept, marked, and
     /// planned from the snapshot like on an incremental run (full runs only).
     pub missing: Vec<OktaUserId>,
+    /// Snapshot rows that disagree with what the full listing shows (a write that reached
+    /// Postman before a crash, or a change by hand): refreshed to the listing before any write,
+    /// so the snapshot says what Postman holds even when no operation follows (full runs only).
+    pub refresh: Vec<ManagedUser>,
     /// Managed users that need nothing.
     pub unchanged: usize,
     /// Postman members no Okta user matches (full runs only).
@@ -227,6 +231,14 @@ pub fn plan(
                     Some(&i) => {
                         let u = &members[i];
                         linked[i] = true;
+                        if u.attrs != m.attrs || u.active != m.active {
+                            out.refresh.push(ManagedUser {
+                                okta_id: m.okta_id.clone(),
+                                scim_id: u.id.clone(),
+                                attrs: u.attrs.clone(),
+                                active: u.active,
+                            });
+                        }
                         current.push((
                             &m.okta_id,
                             Current {
@@ -482,6 +494,9 @@ pub fn simulate(
     let mut snap = snapshot.clone();
     for id in &plan.forget {
         snap.remove(id);
+    }
+    for m in &plan.refresh {
+        snap.insert(m.okta_id.clone(), m.clone());
     }
     for op in &plan.operations {
         let okta_id = op.okta_id.clone();

@@ -87,6 +87,7 @@ fn policy() -> GroupPolicy {
         delete_removed: false,
         deactivation_limit: 10,
         deactivating: BTreeSet::new(),
+        held: BTreeMap::new(),
     }
 }
 
@@ -303,6 +304,7 @@ fn a_member_already_being_deactivated_is_not_counted_twice() {
         delete_removed: true,
         deactivation_limit: 2,
         deactivating: [sid("ann"), sid("bob")].into(),
+        held: BTreeMap::new(),
     };
     let p = plan_groups(&d, &snap, None, &users(&["ann", "bob"], &[]), &pol);
     assert!(member_names(&p.operations[0]).is_empty());
@@ -317,6 +319,7 @@ fn group_deletions_share_the_deactivation_limit_with_users() {
         delete_removed: true,
         deactivation_limit: 2,
         deactivating: [sid("zed")].into(),
+        held: BTreeMap::new(),
     };
     let p = plan_groups(&d, &snap, None, &users(&["ann", "bob"], &[]), &pol);
     assert_eq!(
@@ -417,7 +420,7 @@ proptest! {
                 members: ms.iter().map(|m| sid(&names(*m))).collect(),
             })
         }).collect();
-        let pol = GroupPolicy { delete_removed, deactivation_limit: 100, deactivating: BTreeSet::new() };
+        let pol = GroupPolicy { delete_removed, deactivation_limit: 100, deactivating: BTreeSet::new(), held: BTreeMap::new() };
         let p = plan_groups(&d, &snap, None, &u, &pol);
         let after = simulate_groups(&p, &snap, |id| ScimGroupId::new(format!("new-{id}")));
         let again = plan_groups(&d, &after, None, &u, &pol);

@@ -347,6 +347,24 @@ fn full_run_repairs_drift_made_by_hand_in_postman() {
     );
 }
 
+#[test]
+fn a_full_run_refreshes_a_snapshot_row_that_disagrees_with_postman_even_without_an_operation() {
+    // A reactivation reached Postman, then the process died before the journal said so: the
+    // snapshot still says inactive, Postman (and Okta) say active.
+    let p = plan(
+        &read(vec![user("ann")]),
+        &snap(vec![managed("ann", false)]),
+        Some(&[member("ann", true)]),
+        &none(),
+        &policy(),
+    );
+    assert!(p.operations.is_empty(), "{:?}", kinds(&p));
+    assert_eq!(p.refresh.len(), 1);
+    assert!(p.refresh[0].active);
+    let after = simulate(&p, &snap(vec![managed("ann", false)]), |_| scim_id("x"));
+    assert!(after[&okta_id("ann")].active);
+}
+
 fn missing_before(ids: &[&str]) -> Carried {
     Carried {
         missing_before: ids.iter().map(|i| okta_id(i)).collect(),

@@ -1,290 +1,151 @@
-//! The commands behind the CLI: each loads what it needs, calls the library, prints its result
-//! and returns the process exit code. `main.rs` only parses arguments and calls [`run_cli`].
+//! Assembles the program from a validated [`Config`]: reads the secrets once, builds the Okta and
+//! Postman clients, opens the store (read-only, or read-write under the single-writer lock) and
+//! builds the [`Engine`]. Every command, the demo and the tests assemble through here
+//! (zero-to-production's `startup.rs`), so there is one way the pieces fit together.
+//!
+//! This module must not print, parse the command line, or decide exit codes: it returns a
+//! [`BootstrapError`] and `cmd` decides what it means for the process.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use secrecy::SecretString;
-use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, OutputFormat};
-use crate::config::{AuthSchemeSetting, Config, ConfigError, OktaAuthConfig};
-use crate::engine::{Engine, RunOptions};
+use crate::config::{Config, ConfigError};
+use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::okta::{AttributeMapping, OAuthSettings, OktaAuth, OktaClient, OktaClientConfig};
+use crate::okta::{OktaAuth, OktaClient, OktaClientConfig, OktaError};
 use crate::retry::RetryPolicy;
-use crate::scim::{AuthScheme, ScimClient, ScimClientConfig};
-use crate::store::StoreHandle;
-use crate::store::{StateLock, Store};
+use crate::scim::{ScimClient, ScimError};
+use crate::store::{StateLock, Store, StoreError, StoreHandle};
 
-/// Exit codes (documented in the README).
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_CONFIG: u8 = 2;
-pub const EXIT_REFUSED: u8 = 3;
+/// Why the program could not be assembled. `Config` is the operator's to fix (a secret that is
+/// missing or unreadable); the others are the environment's (a store in use, a client that cannot
+/// start).
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Okta(#[from] OktaError),
+    #[error(transparent)]
+    Scim(#[from] ScimError),
+}
 
-/// Builds the API clients and the engine from a validated config. Secrets are read here.
+/// The credentials of both sides, read once. `Debug` shows no secret (both redact themselves).
+#[derive(Clone, Debug)]
+pub struct Secrets {
+    pub okta: OktaAuth,
+    pub postman_api_key: SecretString,
+}
+
+impl Secrets {
+    /// Reads the Okta credential `[okta] auth` names and the Postman SCIM key.
+    pub fn load(config: &Config) -> Result<Self, ConfigError> {
+        Ok(Self {
+            okta: config.okta.load_auth()?,
+            postman_api_key: config.postman.load_api_key()?,
+        })
+    }
+}
+
+/// What a command that runs the engine holds: the engine and, when it writes, the single-writer
+/// lock, which lives as long as this value.
+pub struct App {
+    pub config: Arc<Config>,
+    pub engine: Engine,
+    pub lock: Option<StateLock>,
+}
+
+/// Reads the secrets, opens the store (read-write under the lock when `writable`) and builds the
+/// engine, in that order: a missing or empty secret is reported before the state file is created
+/// or touched.
+pub fn assemble(config: Arc<Config>, writable: bool) -> Result<App, BootstrapError> {
+    let secrets = Secrets::load(&config)?;
+    let (store, lock) = open_store(&config.sync.state_path, writable)?;
+    let engine = build_engine_with(
+        Arc::clone(&config),
+        secrets,
+        store,
+        writable,
+        Arc::new(Metrics::new()),
+        RetryPolicy::default(),
+    )?;
+    Ok(App {
+        config,
+        engine,
+        lock,
+    })
+}
+
+/// Opens the store: read-only (dry runs; in memory when the file does not exist yet, so a dry
+/// run creates nothing), or read-write under the single-writer lock.
+pub fn open_store(
+    path: &Path,
+    writable: bool,
+) -> Result<(StoreHandle, Option<StateLock>), StoreError> {
+    if !writable {
+        let store = match Store::open_read_only(path)? {
+            Some(s) => s,
+            None => Store::in_memory()?,
+        };
+        return Ok((StoreHandle::new(store), None));
+    }
+    // The lock first: a second process must not open (and migrate) a state another one owns.
+    let lock = StateLock::acquire(path)?;
+    let store = Store::open(path)?;
+    Ok((StoreHandle::new(store), Some(lock)))
+}
+
+/// Builds the clients and the engine, reading the secrets from the config's sources (tests and
+/// benches, which have a store of their own).
 pub fn build_engine(
     config: Arc<Config>,
     store: StoreHandle,
     writable: bool,
     metrics: Arc<Metrics>,
     retry: RetryPolicy,
-) -> Result<Engine, anyhow::Error> {
-    let okta = okta_client_config(&config, retry.clone())?;
-    let key = config
-        .postman
-        .api_key
-        .load("postman.api_key_file", "the Postman SCIM API key")?;
-    build_engine_with_secrets(config, okta, key, store, writable, metrics, retry)
+) -> Result<Engine, BootstrapError> {
+    let secrets = Secrets::load(&config)?;
+    build_engine_with(config, secrets, store, writable, metrics, retry)
 }
 
-/// Like [`build_engine`], with the secrets already in hand (the demo): the Okta client
-/// configuration (which carries its credential) and the Postman SCIM key.
-pub fn build_engine_with_secrets(
+/// Builds the clients and the engine with the secrets in hand (the demo has its own).
+pub fn build_engine_with(
     config: Arc<Config>,
-    okta: OktaClientConfig,
-    key: SecretString,
+    secrets: Secrets,
     store: StoreHandle,
     writable: bool,
     metrics: Arc<Metrics>,
     retry: RetryPolicy,
-) -> Result<Engine, anyhow::Error> {
-    let mapping = AttributeMapping {
-        user_name: AttributeMapping::parse(
-            "okta.mapping.user_name",
-            &config.okta.mapping_user_name,
-        )?,
-        given_name: AttributeMapping::parse(
-            "okta.mapping.given_name",
-            &config.okta.mapping_given_name,
-        )?,
-        family_name: AttributeMapping::parse(
-            "okta.mapping.family_name",
-            &config.okta.mapping_family_name,
-        )?,
-    };
-    let okta = OktaClient::new(okta, Arc::clone(&metrics))?;
+) -> Result<Engine, BootstrapError> {
+    let okta = OktaClient::new(
+        config.okta.client_config(secrets.okta, retry.clone()),
+        Arc::clone(&metrics),
+    )?;
     let scim = ScimClient::new(
-        ScimClientConfig {
-            base_url: config.postman.scim_url.clone(),
-            api_key: key,
-            auth_scheme: match config.postman.auth_scheme {
-                AuthSchemeSetting::Raw => AuthScheme::Raw,
-                AuthSchemeSetting::Bearer => AuthScheme::Bearer,
-            },
-            writes_per_minute: config.postman.writes_per_minute,
-            reads_per_minute: config.postman.reads_per_minute,
-            timeout: config.postman.timeout,
-            retry,
-            max_body_bytes: crate::limits::MAX_BODY_BYTES,
-        },
+        config
+            .postman
+            .client_config(secrets.postman_api_key, retry),
         Arc::clone(&metrics),
     )?;
     Ok(Engine {
+        mapping: config.okta.mapping.clone(),
         config,
         okta,
         scim,
-        mapping,
         store,
         metrics,
         writable,
     })
 }
 
-/// Reads the Okta credential `[okta] auth` names (the API token, or the OAuth service app's
-/// private key) and builds the Okta client's configuration.
+/// The Okta client's configuration with its credential read (`check`, tests).
 pub fn okta_client_config(
     config: &Config,
     retry: RetryPolicy,
 ) -> Result<OktaClientConfig, ConfigError> {
-    Ok(okta_client_config_with(config, okta_auth(config)?, retry))
-}
-
-/// Reads the Okta credential `[okta] auth` names.
-pub fn okta_auth(config: &Config) -> Result<OktaAuth, ConfigError> {
-    Ok(match &config.okta.auth {
-        OktaAuthConfig::ApiToken { token } => {
-            OktaAuth::ApiToken(token.load("okta.api_token_file", "the Okta API token")?)
-        }
-        OktaAuthConfig::OAuth {
-            client_id,
-            private_key,
-            key_id,
-            scopes,
-            force_dpop,
-        } => OktaAuth::OAuth(OAuthSettings {
-            client_id: client_id.clone(),
-            private_key_pem: private_key
-                .load("okta.private_key_file", "the Okta OAuth private key")?,
-            key_id: key_id.clone(),
-            scopes: scopes.clone(),
-            force_dpop: *force_dpop,
-        }),
-    })
-}
-
-/// The Okta client's configuration from the config file and a credential in hand.
-pub fn okta_client_config_with(
-    config: &Config,
-    auth: OktaAuth,
-    retry: RetryPolicy,
-) -> OktaClientConfig {
-    OktaClientConfig {
-        org_url: config.okta.org_url.clone(),
-        app_id: config.okta.app_id.clone(),
-        auth,
-        page_limit: config.okta.page_size,
-        max_rate_share: config.okta.max_rate_share,
-        timeout: config.okta.timeout,
-        retry,
-        max_body_bytes: crate::limits::MAX_BODY_BYTES,
-    }
-}
-
-/// Cancels the token on SIGINT or SIGTERM.
-pub fn cancel_on_signals(cancel: CancellationToken) {
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut term) = signal(SignalKind::terminate()) else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        tracing::info!("shutdown requested: finishing the operations in flight");
-        cancel.cancel();
-    });
-}
-
-fn load_config(path: &Path) -> Result<Config, u8> {
-    Config::load(path).map_err(|e| {
-        eprintln!("error: {e}");
-        EXIT_CONFIG
-    })
-}
-
-fn print_json<T: serde::Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: cannot encode the output as JSON: {e}"),
-    }
-}
-
-/// Runs the parsed command line; returns the exit code.
-pub async fn run_cli(cli: Cli) -> u8 {
-    match cli.command {
-        Command::Reconcile {
-            dry_run,
-            full,
-            output,
-            allow_deactivations,
-        } => {
-            let opts = RunOptions {
-                dry_run,
-                full,
-                allow_deactivations,
-            };
-            reconcile(&cli.config, &opts, output).await
-        }
-        Command::Run => crate::daemon::run_daemon(&cli.config).await,
-        Command::Demo { users } => crate::demo::run_demo(users).await,
-        Command::Check { output } => crate::check::run_check(&cli.config, output).await,
-        Command::Status { output } => crate::status::run_status(&cli.config, output),
-    }
-}
-
-/// Opens the store for a command: read-only (dry runs), or read-write under the single-writer
-/// lock. Errors are printed; the exit code is returned.
-pub fn open_store(config: &Config, writable: bool) -> Result<(StoreHandle, Option<StateLock>), u8> {
-    let path = &config.sync.state_path;
-    if !writable {
-        return match Store::open_read_only(path) {
-            Ok(Some(s)) => Ok((StoreHandle::new(s), None)),
-            Ok(None) => match Store::in_memory() {
-                Ok(s) => Ok((StoreHandle::new(s), None)),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Err(EXIT_FAILED)
-                }
-            },
-            Err(e) => {
-                eprintln!("error: {e}");
-                Err(EXIT_FAILED)
-            }
-        };
-    }
-    let lock = StateLock::acquire(path).map_err(|e| {
-        eprintln!("error: {e}");
-        EXIT_FAILED
-    })?;
-    let store = Store::open(path).map_err(|e| {
-        eprintln!("error: {e}");
-        EXIT_FAILED
-    })?;
-    Ok((StoreHandle::new(store), Some(lock)))
-}
-
-/// Everything a command that runs the engine needs: the validated config, logging, the secrets
-/// checked, the store (under the single-writer lock when `writable`) and the engine. Errors are
-/// printed; the exit code is returned. The lock lives as long as the returned value.
-pub fn prepare_engine(
-    config_path: &Path,
-    writable: bool,
-) -> Result<(Arc<Config>, Engine, Option<StateLock>), u8> {
-    let config = Arc::new(load_config(config_path)?);
-    crate::telemetry::init(&config.log_level, config.log_format);
-    // Secrets are config too: a missing or empty secret file must not create or touch the
-    // state file first (build_engine reads them again; they are small files).
-    if let Err(e) = okta_auth(&config).and_then(|_| {
-        config
-            .postman
-            .api_key
-            .load("postman.api_key_file", "the Postman SCIM API key")
-    }) {
-        eprintln!("error: {e}");
-        return Err(EXIT_CONFIG);
-    }
-    let (store, lock) = open_store(&config, writable)?;
-    let metrics = Arc::new(Metrics::new());
-    match build_engine(
-        Arc::clone(&config),
-        store,
-        writable,
-        metrics,
-        RetryPolicy::default(),
-    ) {
-        Ok(engine) => Ok((config, engine, lock)),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            Err(if e.downcast_ref::<ConfigError>().is_some() {
-                EXIT_CONFIG
-            } else {
-                EXIT_FAILED
-            })
-        }
-    }
-}
-
-async fn reconcile(config_path: &Path, opts: &RunOptions, output: OutputFormat) -> u8 {
-    let (_config, engine, _lock) = match prepare_engine(config_path, !opts.dry_run) {
-        Ok(v) => v,
-        Err(code) => return code,
-    };
-    let cancel = CancellationToken::new();
-    cancel_on_signals(cancel.clone());
-    let report = engine.run(opts, &cancel, None).await;
-    match output {
-        OutputFormat::Json => print_json(&report),
-        OutputFormat::Text => print!("{}", crate::output::render_run(&report)),
-    }
-    report.outcome.exit_code()
+    Ok(config.okta.client_config(config.okta.load_auth()?, retry))
 }

@@ -126,9 +126,7 @@ pub fn build_engine_with(
         Arc::clone(&metrics),
     )?;
     let scim = ScimClient::new(
-        config
-            .postman
-            .client_config(secrets.postman_api_key, retry),
+        config.postman.client_config(secrets.postman_api_key, retry),
         Arc::clone(&metrics),
     )?;
     Ok(Engine {

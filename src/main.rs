@@ -20,7 +20,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors.
-            let exit = if e.use_stderr() { Exit::Config } else { Exit::Ok };
+            let exit = if e.use_stderr() {
+                Exit::Config
+            } else {
+                Exit::Ok
+            };
             let _ = e.print();
             return exit.into();
         }

@@ -43,7 +43,7 @@ pub fn init(level: &str, format: LogFormat) {
     let _ = tracing_subscriber::registry()
         .with(log)
         .with(PlanSize.with_filter(filter_fn(|m| {
-            m.is_event() && m.target() == PLANNED_TARGET
+            m.is_event() && m.target().starts_with(PLANNED_TARGET)
         })))
         .try_init();
 }
@@ -90,8 +90,9 @@ pub fn on_plan_size(sink: Option<PlanSizeSink>) {
     *PLAN_SIZE.lock().unwrap_or_else(PoisonError::into_inner) = sink;
 }
 
-/// The engine's `planned` event: where its counts come from.
-const PLANNED_TARGET: &str = "okta_postman_sync::engine";
+/// Where the engine's `planned` event (message `planned`, one count field per operation kind)
+/// comes from: any module of this crate, so the event can move with the engine's code.
+const PLANNED_TARGET: &str = "okta_postman_sync::";
 /// The fields of the `planned` event that are user operations (each calls the progress
 /// callback once when carried out); `unchanged`, `withheld` and `deferred` are not.
 const OPERATION_FIELDS: [&str; 5] = ["create", "update", "deactivate", "reactivate", "adopt"];
@@ -169,5 +170,28 @@ impl Write for Stderr {
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_size_is_the_sum_of_the_planned_operation_counts() {
+        let seen = Arc::new(Mutex::new(None));
+        let sink_seen = Arc::clone(&seen);
+        on_plan_size(Some(Arc::new(move |n| {
+            *sink_seen.lock().expect("lock") = Some(n);
+        })));
+        let subscriber = tracing_subscriber::registry().with(PlanSize);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "okta_postman_sync::engine", create = 3usize, update = 1usize,
+                deactivate = 2usize, reactivate = 0usize, adopt = 4usize, unchanged = 50usize,
+                withheld = 7usize, deferred = 1usize, "planned");
+            tracing::info!(target: "okta_postman_sync::engine", create = 99usize, "plan");
+        });
+        on_plan_size(None);
+        assert_eq!(*seen.lock().expect("lock"), Some(10));
     }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::apply::OpStatus;
 use crate::engine::Progress;
@@ -27,10 +27,17 @@ const LOG_MIN_OPERATIONS: u64 = 100;
 
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "  [{bar:30}] {pos}/{len} operations, {per_sec}, {elapsed} elapsed, ETA {eta}",
+        "  [{bar:30}] {pos}/{len} operations, {rate}, {elapsed} elapsed, ETA {eta}",
     )
     // The template is a constant; a mistake in it shows as the default style, not a failure.
     .unwrap_or_else(|_| ProgressStyle::default_bar())
+    // Per minute: the unit of Postman's write limit (180/min).
+    .with_key(
+        "rate",
+        |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0}/min", state.per_sec() * 60.0);
+        },
+    )
     .progress_chars("#>.")
 }
 
@@ -52,9 +59,13 @@ impl DemoBar {
         Arc::new(move |_: &Operation, _: &OpStatus| bar.inc(1))
     }
 
-    /// Leaves the last frame on the terminal (the demo's story reads on from it).
+    /// Leaves the last frame on the terminal (the demo's story reads on from it), on a line of
+    /// its own.
     pub fn finish(self) {
         self.bar.finish();
+        if !self.bar.is_hidden() {
+            eprintln!();
+        }
     }
 }
 

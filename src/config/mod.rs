@@ -61,7 +61,6 @@ impl ConfigError {
     }
 }
 
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Pretty,
@@ -801,6 +800,48 @@ mod tests {
         assert_eq!(c.okta.max_rate_share, 0.5);
         assert_eq!(c.log_format, LogFormat::Pretty);
         assert!(c.listen.is_none());
+    }
+
+    #[test]
+    fn the_validated_config_holds_the_clients_defaults_as_real_types() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(c.okta.mapping, AttributeMapping::default());
+        assert_eq!(c.sync.schedule.source(), "0 */15 * * * *");
+        let key = SecretString::from("k");
+        let built = c.postman.client_config(key.clone(), RetryPolicy::default());
+        let defaults = ScimClientConfig::new(key);
+        assert_eq!(built.base_url, defaults.base_url);
+        assert_eq!(built.auth_scheme, defaults.auth_scheme);
+        assert_eq!(built.writes_per_minute, defaults.writes_per_minute);
+        assert_eq!(built.reads_per_minute, defaults.reads_per_minute);
+        assert_eq!(built.timeout, defaults.timeout);
+        let auth = OktaAuth::ApiToken(SecretString::from("t"));
+        let built = c.okta.client_config(auth.clone(), RetryPolicy::default());
+        let defaults =
+            OktaClientConfig::with_defaults(c.okta.org_url.clone(), c.okta.app_id.clone(), auth);
+        assert_eq!(built.page_limit, defaults.page_limit);
+        assert_eq!(built.max_rate_share, defaults.max_rate_share);
+        assert_eq!(built.timeout, defaults.timeout);
+        // A chain that is set replaces the default, parsed.
+        let c = Config::parse(&MINIMAL.replace(
+            "[postman]",
+            "[okta.mapping]\nuser_name = [\"user.profile.email\"]\n[postman]\nauth_scheme = \"bearer\"",
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.okta.mapping.user_name,
+            [Source::UserProfile("email".into())]
+        );
+        assert_eq!(
+            c.okta.mapping.given_name,
+            AttributeMapping::default().given_name
+        );
+        assert_eq!(c.postman.auth_scheme, AuthScheme::Bearer);
+        let e = err(&MINIMAL.replace(
+            "[postman]",
+            "[okta.mapping]\nuser_name = [\" user.profile.email\"]\n[postman]",
+        ));
+        assert!(e.contains("okta.mapping.user_name"), "{e}");
     }
 
     #[test]

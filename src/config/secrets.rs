@@ -24,7 +24,6 @@ pub const OKTA_PRIVATE_KEY_CREDENTIAL: &str = "okta-oauth-private-key";
 pub const STATUS_TOKEN_ENV: &str = "OKTA_POSTMAN_SYNC_STATUS_TOKEN";
 pub const STATUS_TOKEN_CREDENTIAL: &str = "status-token";
 
-
 /// Where a secret comes from; resolved to a value only by [`SecretSource::load`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {

@@ -30,8 +30,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
 use super::schedule::{DaemonState, LastSuccess};
+use crate::metrics::Metrics;
 use crate::store::StoreHandle;
 
 /// The bearer token that unlocks `/status` details. Never printed: `Debug` shows a placeholder.

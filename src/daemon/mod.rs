@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::Engine;
-use http::{AppState, StatusToken};
 use crate::retry::RetryPolicy;
+use http::{AppState, StatusToken};
 use schedule::{engine_runner, scheduler, DaemonState, Runner, SchedulerLimits};
 
 /// How long a stopping daemon waits for the run in flight. Reads stop at once and a write on the

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use okta_postman_sync::app::build_engine;
+use okta_postman_sync::bootstrap::build_engine;
 use okta_postman_sync::config::Config;
 use okta_postman_sync::metrics::Metrics;
 use okta_postman_sync::model::ManagedUser;

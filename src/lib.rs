@@ -10,27 +10,29 @@
 //! - [`scim`]: Postman SCIM client (pacing, retries, SCIM errors, wire types).
 //! - [`groups`]: the pure group planner; [`groups_apply`]: its reads, executor and engine step.
 //! - [`sim`]: stateful simulators of Okta and Postman on 127.0.0.1, used by tests and `demo`.
-//! - [`config`]: the TOML shape and its validation; secrets sources.
+//! - [`config`]: the TOML shape ([`config`]'s `raw`), secret sources, and the validated
+//!   [`config::Config`] holding the real types (mapping, auth scheme, schedule, client settings).
 //! - [`store`]: SQLite snapshot, write-ahead journal, quarantine, run history, single-writer lock.
 //! - [`plan`]: the pure planner and its safety guards.
 //! - [`apply`]: executes a plan with the journal; [`engine`]: one run end to end.
-//! - [`schedule`], [`daemon`], [`http`]: the long-running service and its endpoints.
-//! - [`app`], [`cli`], [`check`], [`status`], [`demo`], [`output`], [`telemetry`]: the commands.
+//! - [`status`]: what the state database knows, read once for `status` and `/status`.
+//! - [`daemon`]: the long-running service: [`daemon::schedule`] and [`daemon::http`].
+//! - [`bootstrap`]: assembles the program from the config (secrets, clients, store, engine).
+//! - [`cli`], [`cmd`]: the command line and one file per command; [`exit`]: the exit codes.
+//! - [`output`], [`telemetry`]: text renderings; logging and systemd notifications.
 
-pub mod app;
-pub mod check;
+pub mod bootstrap;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod daemon;
-pub mod demo;
-pub mod http;
+pub mod exit;
 pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod okta;
 pub mod output;
 pub mod retry;
-pub mod schedule;
 pub mod scim;
 pub mod sim;
 pub mod status;

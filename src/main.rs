@@ -1,8 +1,11 @@
-//! Thin entry point: parse the command line, run the command, map the result to an exit code.
+//! Thin entry point: parse the command line, run the command, print its error and map the result
+//! to an exit code, in one place (ripgrep's `main.rs`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use okta_postman_sync::cli::Cli;
+use okta_postman_sync::exit::Exit;
 
 fn main() -> ExitCode {
     // Everything this process creates (the state database with every member's email, its
@@ -13,17 +16,17 @@ fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077);
     }
-    let cli = match okta_postman_sync::cli::Cli::try_parse() {
+    let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors.
-            let code = if e.use_stderr() {
-                okta_postman_sync::app::EXIT_CONFIG
+            let exit = if e.use_stderr() {
+                Exit::Config
             } else {
-                0
+                Exit::Ok
             };
             let _ = e.print();
-            return ExitCode::from(code);
+            return exit.into();
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -33,11 +36,17 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(okta_postman_sync::app::EXIT_FAILED);
+            return Exit::Failed.into();
         }
     };
-    let code = runtime.block_on(okta_postman_sync::app::run_cli(cli));
+    let exit = match runtime.block_on(okta_postman_sync::cmd::dispatch(cli)) {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("{e}");
+            e.exit()
+        }
+    };
     // Do not wait for stray blocking tasks (a stuck DNS lookup) at exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    ExitCode::from(code)
+    exit.into()
 }

@@ -1,14 +1,11 @@
-//! `status`: what the state database knows, read without writing and without any API call:
-//! managed users by state, unmanaged members, failing and quarantined users, the last runs.
-
-use std::path::Path;
+//! What the state database knows, as data: managed users by state, unmanaged members, pushed
+//! groups, failing and quarantined users, interrupted writes, the last runs; and its text form.
+//! One read ([`collect`]) that the `status` command and the daemon's `/status` both use. Read
+//! only, no API call; this module must not print, parse the command line or pick exit codes.
 
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::app::{EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
-use crate::cli::OutputFormat;
-use crate::config::Config;
 use crate::output::table;
 use crate::store::{FailureRecord, RunRecord, Store, StoreError, UnmanagedRecord, UnresolvedWrite};
 
@@ -173,44 +170,4 @@ pub fn render(s: &StatusReport) -> String {
         out.push_str(&table(&["STARTED", "KIND", "OUTCOME", "COUNTS"], &rows));
     }
     out
-}
-
-pub fn run_status(config_path: &Path, output: OutputFormat) -> u8 {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
-        }
-    };
-    let store = match Store::open_read_only(&config.sync.state_path) {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            eprintln!(
-                "No state database at {} yet: nothing has been reconciled. Run `okta-postman-sync reconcile --dry-run` to see the first plan.",
-                config.sync.state_path.display()
-            );
-            return EXIT_OK;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
-    };
-    match collect(&store, 10) {
-        Ok(s) => {
-            match output {
-                OutputFormat::Json => match serde_json::to_string_pretty(&s) {
-                    Ok(j) => println!("{j}"),
-                    Err(e) => eprintln!("error: {e}"),
-                },
-                OutputFormat::Text => print!("{}", render(&s)),
-            }
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_FAILED
-        }
-    }
 }

@@ -301,6 +301,46 @@ async fn demo_runs_with_no_accounts_and_converges() {
 }
 
 #[tokio::test]
+async fn demo_output_piped_to_a_log_file_has_no_carriage_return_frames() {
+    // `output()` pipes stdout and stderr: neither is a terminal, so no progress bar is drawn.
+    let mut cmd = bin();
+    cmd.args(["demo", "--users", "60"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !out.stdout.contains(&b'\r') && !out.stderr.contains(&b'\r'),
+        "a progress frame reached a pipe: {:?}",
+        text(&out)
+    );
+    assert!(text(&out).contains("First reconcile"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_reconcile_off_a_terminal_logs_progress_lines_and_draws_no_frames() {
+    let w = World::new().await;
+    for i in 0..120 {
+        w.okta_user(&format!("Ann{i}"), "Lee");
+    }
+    let path = w.dir.path().join("info.toml");
+    std::fs::write(
+        &path,
+        w.config_text()
+            .replace("level = \"warn\"", "level = \"info\""),
+    )
+    .expect("write");
+    let mut cmd = bin();
+    cmd.arg("--config").arg(&path).arg("reconcile");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("progress: 6/120 operations") && log.contains("progress: 120/120 operations"),
+        "{log}"
+    );
+    assert!(!log.contains('\r') && !out.stdout.contains(&b'\r'), "{log}");
+}
+
+#[tokio::test]
 async fn every_log_line_of_a_run_carries_its_run_id() {
     let w = World::new().await;
     w.okta_user("Ann", "Lee");

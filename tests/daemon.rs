@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::World;
 use okta_postman_sync::daemon::run_with;
-use okta_postman_sync::schedule::DaemonState;
+use okta_postman_sync::daemon::schedule::DaemonState;
 use okta_postman_sync::sim::faults::FaultConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -372,7 +372,7 @@ async fn status_details_need_the_bearer_token_and_a_wrong_one_gets_401() {
 #[tokio::test]
 async fn a_panicking_run_is_recorded_as_failed_and_the_schedule_goes_on() {
     use okta_postman_sync::daemon::run_with_runner;
-    use okta_postman_sync::schedule::{engine_runner, Runner};
+    use okta_postman_sync::daemon::schedule::{engine_runner, Runner};
     use std::sync::atomic::AtomicUsize;
 
     let mut w = World::new().await;

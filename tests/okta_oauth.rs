@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::World;
-use okta_postman_sync::app::okta_client_config;
-use okta_postman_sync::check::check;
+use okta_postman_sync::bootstrap::okta_client_config;
+use okta_postman_sync::cmd::check::check;
 use okta_postman_sync::engine::{Outcome, RunOptions};
 use okta_postman_sync::metrics::Metrics;
 use okta_postman_sync::okta::OktaClient;

@@ -98,6 +98,14 @@ pub struct OktaClientConfig {
     pub max_body_bytes: usize,
 }
 
+/// Default share of a rate-limit window: Okta caps one token at 50 % of a bucket (A5). The
+/// config's default too: written only here.
+pub const DEFAULT_MAX_RATE_SHARE: f64 = 0.5;
+/// Default per-request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default (and largest) page of app users.
+pub const DEFAULT_PAGE_LIMIT: u32 = MAX_APP_USERS_LIMIT;
+
 impl OktaClientConfig {
     /// A configuration with the documented defaults: 500 app users per page, half of each
     /// rate-limit window, 30 s per request, the default retry policy, bodies of at most
@@ -107,9 +115,9 @@ impl OktaClientConfig {
             org_url,
             app_id: app_id.into(),
             auth,
-            page_limit: MAX_APP_USERS_LIMIT,
-            max_rate_share: 0.5,
-            timeout: Duration::from_secs(30),
+            page_limit: DEFAULT_PAGE_LIMIT,
+            max_rate_share: DEFAULT_MAX_RATE_SHARE,
+            timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
             max_body_bytes: limits::MAX_BODY_BYTES,
         }

@@ -89,16 +89,24 @@ pub struct ScimClientConfig {
     pub max_body_bytes: usize,
 }
 
+/// Postman's per-team write limit (A8), the default pace. The config's default too: written
+/// only here.
+pub const DEFAULT_WRITES_PER_MINUTE: u32 = 180;
+/// Postman's per-team read limit (A8), the default pace.
+pub const DEFAULT_READS_PER_MINUTE: u32 = 300;
+/// Default per-request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl ScimClientConfig {
     /// The documented defaults, with this key.
     pub fn new(api_key: SecretString) -> Self {
         Self {
             base_url: Url::parse(DEFAULT_BASE_URL).expect("the default base URL is valid"),
             api_key,
-            auth_scheme: AuthScheme::Raw,
-            writes_per_minute: 180,
-            reads_per_minute: 300,
-            timeout: Duration::from_secs(30),
+            auth_scheme: AuthScheme::default(),
+            writes_per_minute: DEFAULT_WRITES_PER_MINUTE,
+            reads_per_minute: DEFAULT_READS_PER_MINUTE,
+            timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
             max_body_bytes: limits::MAX_BODY_BYTES,
         }

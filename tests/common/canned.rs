@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use okta_postman_sync::app::build_engine;
+use okta_postman_sync::bootstrap::build_engine;
 use okta_postman_sync::config::Config;
 use okta_postman_sync::engine::Engine;
 use okta_postman_sync::metrics::Metrics;

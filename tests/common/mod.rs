@@ -8,7 +8,7 @@ pub mod canned;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use okta_postman_sync::app::build_engine;
+use okta_postman_sync::bootstrap::build_engine;
 use okta_postman_sync::config::Config;
 use okta_postman_sync::engine::{Engine, RunOptions, RunReport};
 use okta_postman_sync::metrics::Metrics;

@@ -1,21 +1,24 @@
-//! `run`: the long-running daemon. Loads the config (exit 2 when it is bad), takes the
-//! single-writer lock on the state (exit 1 when another process holds it), serves the HTTP
-//! endpoints when `[server] listen` is set, tells systemd it is ready, and runs the scheduler
-//! until SIGTERM/SIGINT; then it stops starting new work, lets the run in flight stop between
-//! operations, and exits 0.
+//! The long-running daemon, built: [`run_with`] runs the scheduler ([`schedule`]) and serves the
+//! HTTP endpoints ([`http`]) until a `CancellationToken` fires, then stops starting new work, lets
+//! the run in flight stop between operations, and returns. Shutdown is a parameter, so tests stop
+//! the daemon without signals.
+//!
+//! This module must not read the command line, print, or decide exit codes: `cmd::run` loads the
+//! config, takes the single-writer lock, binds the listener and maps the result.
 
-use std::path::Path;
+pub mod http;
+pub mod schedule;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{cancel_on_signals, prepare_engine, EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
 use crate::config::{Config, ConfigError};
-use crate::http::{AppState, StatusToken};
-use crate::retry::RetryPolicy;
-use crate::schedule::{engine_runner, scheduler, DaemonState, Runner, SchedulerLimits};
 use crate::sync::Engine;
+use crate::retry::RetryPolicy;
+use http::{AppState, StatusToken};
+use schedule::{engine_runner, scheduler, DaemonState, Runner, SchedulerLimits};
 
 /// How long a stopping daemon waits for the run in flight. Reads stop at once and a write on the
 /// wire gets `apply::WRITE_GRACE` (3 s), so the run normally ends well inside this; the bound
@@ -43,10 +46,10 @@ pub fn load_status_token(config: &Config) -> Result<Option<StatusToken>, ConfigE
 }
 
 /// How long a run may go without progress before `/healthz` fails and the watchdog stops: see
-/// [`crate::schedule::stuck_after`]. Uses the production retry budget and the longer of the two
+/// [`schedule::stuck_after`]. Uses the production retry budget and the longer of the two
 /// request timeouts.
 pub fn stuck_limit(config: &Config) -> Duration {
-    crate::schedule::stuck_after(
+    schedule::stuck_after(
         RetryPolicy::default().max_elapsed,
         config.okta.timeout.max(config.postman.timeout),
     )
@@ -101,7 +104,7 @@ pub async fn run_with_runner(
                 status_token,
             };
             let c = cancel.clone();
-            Some(tokio::spawn(crate::http::serve(l, app, c)))
+            Some(tokio::spawn(http::serve(l, app, c)))
         }
         None => None,
     };
@@ -116,55 +119,4 @@ pub async fn run_with_runner(
         }
     }
     Ok(())
-}
-
-pub async fn run_daemon(config_path: &Path) -> u8 {
-    let (config, engine, _lock) = match prepare_engine(config_path, true) {
-        Ok(v) => v,
-        Err(code) => return code,
-    };
-    let token = match load_status_token(&config) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
-        }
-    };
-    if token.is_none() && config.listen.is_some() {
-        tracing::info!(
-            "no /status token configured ([server] status_token_file): /status shows counts only"
-        );
-    }
-    let engine = Arc::new(engine);
-    let listener = match config.listen {
-        None => None,
-        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                eprintln!("error: cannot listen on {addr} (config key `server.listen`): {e}");
-                return EXIT_CONFIG;
-            }
-        },
-    };
-    let cancel = CancellationToken::new();
-    cancel_on_signals(cancel.clone());
-    tracing::info!(
-        schedule = %config.sync.schedule,
-        listen = ?config.listen,
-        state = %config.sync.state_path.display(),
-        status_token = token.is_some(),
-        "daemon started"
-    );
-    let runner = engine_runner(Arc::clone(&engine));
-    let state = Arc::new(DaemonState::default());
-    match run_with_runner(engine, runner, token, listener, cancel, state).await {
-        Ok(()) => {
-            tracing::info!("daemon stopped");
-            EXIT_OK
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "HTTP server failed");
-            EXIT_FAILED
-        }
-    }
 }

@@ -1,33 +1,35 @@
-//! Configuration: the raw TOML shape (serde, unknown keys rejected) and its validation into
-//! [`Config`], whose values are known to be usable. Every error names the key and says how to fix
-//! it. Secrets never live in the TOML: they come from `*_file` keys, environment variables, or
-//! systemd credentials, and are only read when a command needs them.
+//! Configuration, converted once: [`raw`] is the TOML shape (serde, unknown keys rejected),
+//! [`secrets`] says where each secret comes from, and [`Config::validate`] turns the raw shape
+//! into a [`Config`] whose values are the types the program uses (the attribute mapping, the
+//! SCIM auth scheme, the parsed cron schedule, the client settings), so nothing downstream parses
+//! a setting again (ripgrep's `LowArgs` -> `HiArgs`). Every error names the key and says how to
+//! fix it.
+//!
+//! Defaults that belong to a client (the SCIM base URL, Postman's 180/300 limits, the 30 s
+//! timeouts, the auth scheme, the mapping chains) are the client's constants, used here, never
+//! written twice. This module must not read secrets on its own or open anything: a secret is read
+//! only when [`crate::bootstrap`] asks for it.
+
+mod raw;
+mod secrets;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde::Deserialize;
 use url::Url;
+
+use crate::okta::{
+    AttributeMapping, OAuthSettings, OktaAuth, OktaClientConfig, Source, DEFAULT_SCOPES,
+};
+use crate::retry::RetryPolicy;
+use crate::scim::{AuthScheme, ScimClientConfig};
+use raw::{RawConfig, RawOkta};
+pub use secrets::*;
 
 /// Where the config is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/okta-postman-sync/config.toml";
-pub const DEFAULT_SCIM_URL: &str = "https://api.getpostman.com/scim/v2";
-
-/// Environment variables that carry secrets when the `*_file` keys are not set.
-pub const OKTA_TOKEN_ENV: &str = "OKTA_API_TOKEN";
-pub const POSTMAN_KEY_ENV: &str = "POSTMAN_SCIM_API_KEY";
-/// Names of the systemd credentials (`LoadCredential=`) read from `$CREDENTIALS_DIRECTORY`.
-pub const OKTA_TOKEN_CREDENTIAL: &str = "okta-api-token";
-pub const POSTMAN_KEY_CREDENTIAL: &str = "postman-scim-api-key";
-/// The OAuth service app's private key (PEM), when `okta.private_key_file` is not set.
-pub const OKTA_PRIVATE_KEY_ENV: &str = "OKTA_OAUTH_PRIVATE_KEY";
-pub const OKTA_PRIVATE_KEY_CREDENTIAL: &str = "okta-oauth-private-key";
-/// The bearer token that unlocks the details of `GET /status`, when `server.status_token_file`
-/// is not set. Optional: without any of the three, `/status` shows counts only.
-pub const STATUS_TOKEN_ENV: &str = "OKTA_POSTMAN_SYNC_STATUS_TOKEN";
-pub const STATUS_TOKEN_CREDENTIAL: &str = "status-token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -59,181 +61,6 @@ impl ConfigError {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Raw shape: exactly the TOML, every key optional where a default exists, unknown keys rejected.
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    okta: Option<RawOkta>,
-    postman: Option<RawPostman>,
-    #[serde(default)]
-    sync: RawSync,
-    #[serde(default)]
-    groups: RawGroups,
-    #[serde(default)]
-    server: RawServer,
-    #[serde(default)]
-    log: RawLog,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOkta {
-    org_url: Option<String>,
-    app_id: Option<String>,
-    auth: Option<String>,
-    api_token_file: Option<PathBuf>,
-    client_id: Option<String>,
-    private_key_file: Option<PathBuf>,
-    key_id: Option<String>,
-    scopes: Option<Vec<String>>,
-    dpop: Option<bool>,
-    max_rate_share: Option<f64>,
-    page_size: Option<u32>,
-    timeout: Option<String>,
-    #[serde(default)]
-    mapping: RawMapping,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMapping {
-    user_name: Option<Vec<String>>,
-    given_name: Option<Vec<String>>,
-    family_name: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPostman {
-    scim_url: Option<String>,
-    api_key_file: Option<PathBuf>,
-    auth_scheme: Option<String>,
-    writes_per_minute: Option<u32>,
-    reads_per_minute: Option<u32>,
-    max_in_flight: Option<usize>,
-    timeout: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSync {
-    state_path: Option<PathBuf>,
-    max_deactivations: Option<usize>,
-    schedule: Option<String>,
-    jitter: Option<String>,
-    full_every: Option<String>,
-    stale_after: Option<String>,
-    quarantine_after: Option<u32>,
-    quarantine_for: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGroups {
-    enabled: Option<bool>,
-    push: Option<Vec<String>>,
-    delete_removed: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    listen: Option<String>,
-    status_token_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    level: Option<String>,
-    format: Option<String>,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Validated shape.
-
-/// Where a secret comes from; resolved to a value only by [`SecretSource::load`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretSource {
-    File(PathBuf),
-    /// Environment variable, then `$CREDENTIALS_DIRECTORY/<credential>`.
-    EnvOrCredential {
-        env: &'static str,
-        credential: &'static str,
-    },
-}
-
-impl SecretSource {
-    /// Reads the secret. `key` names the config key for error messages.
-    pub fn load(&self, key: &'static str, what: &'static str) -> Result<SecretString, ConfigError> {
-        match self {
-            SecretSource::File(path) => read_secret_file(key, path),
-            SecretSource::EnvOrCredential { env, credential } => {
-                if let Ok(v) = std::env::var(env) {
-                    let v = v.trim().to_string();
-                    if !v.is_empty() {
-                        return Ok(SecretString::from(v));
-                    }
-                }
-                if let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY") {
-                    let path = Path::new(&dir).join(credential);
-                    if path.exists() {
-                        return read_secret_file(key, &path);
-                    }
-                }
-                Err(ConfigError::MissingSecret {
-                    what,
-                    fix: format!(
-                        "set `{key}` to a file holding it, or the environment variable {env}, \
-                         or provide the systemd credential `{credential}` (LoadCredential=)"
-                    ),
-                })
-            }
-        }
-    }
-}
-
-impl SecretSource {
-    /// Like [`SecretSource::load`] for a secret that may be absent: `None` when the source is
-    /// the environment/credential pair and neither is there. A configured file that cannot be
-    /// read, or is empty, is still an error.
-    pub fn load_optional(
-        &self,
-        key: &'static str,
-        what: &'static str,
-    ) -> Result<Option<SecretString>, ConfigError> {
-        match self.load(key, what) {
-            Ok(s) => Ok(Some(s)),
-            Err(ConfigError::MissingSecret { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-fn read_secret_file(key: &'static str, path: &Path) -> Result<SecretString, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
-        key,
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(ConfigError::invalid(
-            key,
-            format!("the file {} is empty", path.display()),
-        ));
-    }
-    Ok(SecretString::from(text.to_string()))
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthSchemeSetting {
-    Raw,
-    Bearer,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Pretty,
@@ -256,6 +83,7 @@ pub enum OktaAuthConfig {
     },
 }
 
+/// `[okta]`: the client's settings, the credential's source and the attribute mapping.
 #[derive(Clone, Debug)]
 pub struct OktaConfig {
     pub org_url: Url,
@@ -264,28 +92,90 @@ pub struct OktaConfig {
     pub max_rate_share: f64,
     pub page_size: u32,
     pub timeout: Duration,
-    pub mapping_user_name: Vec<String>,
-    pub mapping_given_name: Vec<String>,
-    pub mapping_family_name: Vec<String>,
+    /// `[okta.mapping]`, parsed: the engine reads app users with exactly this.
+    pub mapping: AttributeMapping,
 }
 
+impl OktaConfig {
+    /// Reads the credential `[okta] auth` names (the API token, or the OAuth service app's
+    /// private key).
+    pub fn load_auth(&self) -> Result<OktaAuth, ConfigError> {
+        Ok(match &self.auth {
+            OktaAuthConfig::ApiToken { token } => {
+                OktaAuth::ApiToken(token.load("okta.api_token_file", "the Okta API token")?)
+            }
+            OktaAuthConfig::OAuth {
+                client_id,
+                private_key,
+                key_id,
+                scopes,
+                force_dpop,
+            } => OktaAuth::OAuth(OAuthSettings {
+                client_id: client_id.clone(),
+                private_key_pem: private_key
+                    .load("okta.private_key_file", "the Okta OAuth private key")?,
+                key_id: key_id.clone(),
+                scopes: scopes.clone(),
+                force_dpop: *force_dpop,
+            }),
+        })
+    }
+
+    /// The Okta client's configuration: these settings, the credential in hand and the retry
+    /// policy. Settings the file does not offer keep the client's defaults.
+    pub fn client_config(&self, auth: OktaAuth, retry: RetryPolicy) -> OktaClientConfig {
+        OktaClientConfig {
+            page_limit: self.page_size,
+            max_rate_share: self.max_rate_share,
+            timeout: self.timeout,
+            retry,
+            ..OktaClientConfig::with_defaults(self.org_url.clone(), self.app_id.clone(), auth)
+        }
+    }
+}
+
+/// `[postman]`: the SCIM client's settings and the key's source.
 #[derive(Clone, Debug)]
 pub struct PostmanConfig {
     pub scim_url: Url,
     pub api_key: SecretSource,
-    pub auth_scheme: AuthSchemeSetting,
+    pub auth_scheme: AuthScheme,
     pub writes_per_minute: u32,
     pub reads_per_minute: u32,
+    /// Writes in flight at once (the engine's concurrency, not a client setting).
     pub max_in_flight: usize,
     pub timeout: Duration,
 }
 
+impl PostmanConfig {
+    /// Reads the Postman SCIM API key.
+    pub fn load_api_key(&self) -> Result<SecretString, ConfigError> {
+        self.api_key
+            .load("postman.api_key_file", "the Postman SCIM API key")
+    }
+
+    /// The SCIM client's configuration: these settings, the key in hand and the retry policy.
+    /// Settings the file does not offer keep the client's defaults.
+    pub fn client_config(&self, api_key: SecretString, retry: RetryPolicy) -> ScimClientConfig {
+        ScimClientConfig {
+            base_url: self.scim_url.clone(),
+            auth_scheme: self.auth_scheme,
+            writes_per_minute: self.writes_per_minute,
+            reads_per_minute: self.reads_per_minute,
+            timeout: self.timeout,
+            retry,
+            ..ScimClientConfig::new(api_key)
+        }
+    }
+}
+
+/// `[sync]`.
 #[derive(Clone, Debug)]
 pub struct SyncConfig {
     pub state_path: PathBuf,
     pub max_deactivations: usize,
-    /// Normalised to the 6/7-field form the `cron` crate parses.
-    pub schedule: String,
+    /// Parsed once; its `source()` is the normalised 6/7-field text logs print.
+    pub schedule: cron::Schedule,
     pub jitter: Duration,
     pub full_every: Duration,
     pub stale_after: Duration,
@@ -376,14 +266,16 @@ impl Config {
                 ),
             ));
         }
-        let max_rate_share = okta.max_rate_share.unwrap_or(0.5);
+        let max_rate_share = okta
+            .max_rate_share
+            .unwrap_or(crate::okta::DEFAULT_MAX_RATE_SHARE);
         if !(max_rate_share > 0.0 && max_rate_share <= 1.0) {
             return Err(ConfigError::invalid(
                 "okta.max_rate_share",
                 format!("{max_rate_share} is out of range: use a share in (0, 1], e.g. 0.5"),
             ));
         }
-        let page_size = okta.page_size.unwrap_or(500);
+        let page_size = okta.page_size.unwrap_or(crate::okta::DEFAULT_PAGE_LIMIT);
         if !(1..=500).contains(&page_size) {
             return Err(ConfigError::invalid(
                 "okta.page_size",
@@ -399,24 +291,10 @@ impl Config {
             timeout: parse_duration(
                 "okta.timeout",
                 okta.timeout.as_deref(),
-                Duration::from_secs(30),
+                crate::okta::DEFAULT_TIMEOUT,
                 TIMEOUT,
             )?,
-            mapping_user_name: mapping_chain(
-                "okta.mapping.user_name",
-                okta.mapping.user_name,
-                &["app.credentials.userName", "user.profile.login"],
-            )?,
-            mapping_given_name: mapping_chain(
-                "okta.mapping.given_name",
-                okta.mapping.given_name,
-                &["app.profile.firstName", "user.profile.firstName"],
-            )?,
-            mapping_family_name: mapping_chain(
-                "okta.mapping.family_name",
-                okta.mapping.family_name,
-                &["app.profile.lastName", "user.profile.lastName"],
-            )?,
+            mapping: mapping(okta.mapping)?,
         };
 
         let postman = raw.postman.ok_or_else(|| {
@@ -427,26 +305,34 @@ impl Config {
         })?;
         let scim_url = parse_url(
             "postman.scim_url",
-            postman.scim_url.as_deref().unwrap_or(DEFAULT_SCIM_URL),
+            postman
+                .scim_url
+                .as_deref()
+                .unwrap_or(crate::scim::DEFAULT_BASE_URL),
         )?;
-        let auth_scheme = match postman.auth_scheme.as_deref().unwrap_or("raw") {
-            "raw" => AuthSchemeSetting::Raw,
-            "bearer" => AuthSchemeSetting::Bearer,
-            other => {
+        let auth_scheme = match postman.auth_scheme.as_deref() {
+            None => AuthScheme::default(),
+            Some("raw") => AuthScheme::Raw,
+            Some("bearer") => AuthScheme::Bearer,
+            Some(other) => {
                 return Err(ConfigError::invalid(
                     "postman.auth_scheme",
                     format!("{other:?} is not supported: use \"raw\" (the key as the whole Authorization value) or \"bearer\""),
                 ))
             }
         };
-        let writes_per_minute = postman.writes_per_minute.unwrap_or(180);
+        let writes_per_minute = postman
+            .writes_per_minute
+            .unwrap_or(crate::scim::DEFAULT_WRITES_PER_MINUTE);
         if writes_per_minute == 0 {
             return Err(ConfigError::invalid(
                 "postman.writes_per_minute",
                 "must be at least 1 (Postman allows 180)",
             ));
         }
-        let reads_per_minute = postman.reads_per_minute.unwrap_or(300);
+        let reads_per_minute = postman
+            .reads_per_minute
+            .unwrap_or(crate::scim::DEFAULT_READS_PER_MINUTE);
         if reads_per_minute == 0 {
             return Err(ConfigError::invalid(
                 "postman.reads_per_minute",
@@ -475,13 +361,13 @@ impl Config {
             timeout: parse_duration(
                 "postman.timeout",
                 postman.timeout.as_deref(),
-                Duration::from_secs(30),
+                crate::scim::DEFAULT_TIMEOUT,
                 TIMEOUT,
             )?,
         };
 
         let sync = raw.sync;
-        let schedule = normalise_schedule(sync.schedule.as_deref().unwrap_or("0 */15 * * * *"))?;
+        let schedule = parse_schedule(sync.schedule.as_deref().unwrap_or("0 */15 * * * *"))?;
         let full_every = parse_duration(
             "sync.full_every",
             sync.full_every.as_deref(),
@@ -664,7 +550,7 @@ fn okta_auth(okta: &RawOkta) -> Result<OktaAuthConfig, ConfigError> {
                 other => other.map(str::to_string),
             };
             let scopes = match &okta.scopes {
-                None => crate::okta::DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+                None => DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
                 Some(list) => {
                     if list.is_empty() {
                         return Err(ConfigError::invalid(
@@ -799,39 +685,64 @@ fn parse_duration(
     Ok(d)
 }
 
+/// `[okta.mapping]`: each chain parsed into the client's [`Source`]s; a chain that is not set
+/// keeps the client's default ([`AttributeMapping::default`], written only there).
+fn mapping(raw: raw::RawMapping) -> Result<AttributeMapping, ConfigError> {
+    let defaults = AttributeMapping::default();
+    Ok(AttributeMapping {
+        user_name: mapping_chain("okta.mapping.user_name", raw.user_name, defaults.user_name)?,
+        given_name: mapping_chain(
+            "okta.mapping.given_name",
+            raw.given_name,
+            defaults.given_name,
+        )?,
+        family_name: mapping_chain(
+            "okta.mapping.family_name",
+            raw.family_name,
+            defaults.family_name,
+        )?,
+    })
+}
+
 fn mapping_chain(
     key: &'static str,
     value: Option<Vec<String>>,
-    default: &[&str],
-) -> Result<Vec<String>, ConfigError> {
-    let chain = value.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect());
+    default: Vec<Source>,
+) -> Result<Vec<Source>, ConfigError> {
+    let Some(chain) = value else {
+        return Ok(default);
+    };
     if chain.is_empty() {
         return Err(ConfigError::invalid(
             key,
             "must list at least one source, e.g. [\"user.profile.login\"]",
         ));
     }
-    for source in &chain {
-        let ok = source == "app.credentials.userName"
-            || source
-                .strip_prefix("app.profile.")
-                .or_else(|| source.strip_prefix("user.profile."))
-                .is_some_and(|attr| {
-                    !attr.is_empty() && attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                });
-        if !ok {
-            return Err(ConfigError::invalid(
-                key,
-                format!("{source:?} is not a source: use app.credentials.userName, app.profile.<attr> or user.profile.<attr>"),
-            ));
-        }
-    }
-    Ok(chain)
+    chain
+        .iter()
+        .map(|source| {
+            // Written exactly: surrounding spaces are a typo, not a source.
+            let parsed = (source.trim() == source)
+                .then(|| source.parse::<Source>().ok())
+                .flatten();
+            parsed.ok_or_else(|| {
+                ConfigError::invalid(
+                    key,
+                    format!("{source:?} is not a source: use app.credentials.userName, app.profile.<attr> or user.profile.<attr>"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Accepts the 6-field cron form (with seconds) and the common 5-field crontab form (a `0`
 /// seconds field is prepended), and checks it with the `cron` crate.
 pub fn normalise_schedule(expr: &str) -> Result<String, ConfigError> {
+    Ok(parse_schedule(expr)?.source().to_string())
+}
+
+/// The field-count half of [`normalise_schedule`]: a 5-field expression gets a `0` seconds field.
+fn normalise_fields(expr: &str) -> Result<String, ConfigError> {
     let fields = expr.split_whitespace().count();
     let normalised = match fields {
         5 => format!("0 {}", expr.trim()),
@@ -843,13 +754,19 @@ pub fn normalise_schedule(expr: &str) -> Result<String, ConfigError> {
             ))
         }
     };
+    Ok(normalised)
+}
+
+/// [`normalise_schedule`], parsed: the schedule the daemon runs on (its `source()` is the
+/// normalised text).
+pub fn parse_schedule(expr: &str) -> Result<cron::Schedule, ConfigError> {
+    let normalised = normalise_fields(expr)?;
     normalised.parse::<cron::Schedule>().map_err(|e| {
         ConfigError::invalid(
             "sync.schedule",
             format!("{expr:?} is not a cron expression: {e}"),
         )
-    })?;
-    Ok(normalised)
+    })
 }
 
 #[cfg(test)]
@@ -878,11 +795,53 @@ mod tests {
         );
         assert_eq!(c.postman.writes_per_minute, 180);
         assert_eq!(c.postman.reads_per_minute, 300);
-        assert_eq!(c.postman.auth_scheme, AuthSchemeSetting::Raw);
+        assert_eq!(c.postman.auth_scheme, AuthScheme::Raw);
         assert_eq!(c.sync.max_deactivations, 25);
         assert_eq!(c.okta.max_rate_share, 0.5);
         assert_eq!(c.log_format, LogFormat::Pretty);
         assert!(c.listen.is_none());
+    }
+
+    #[test]
+    fn the_validated_config_holds_the_clients_defaults_as_real_types() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(c.okta.mapping, AttributeMapping::default());
+        assert_eq!(c.sync.schedule.source(), "0 */15 * * * *");
+        let key = SecretString::from("k");
+        let built = c.postman.client_config(key.clone(), RetryPolicy::default());
+        let defaults = ScimClientConfig::new(key);
+        assert_eq!(built.base_url, defaults.base_url);
+        assert_eq!(built.auth_scheme, defaults.auth_scheme);
+        assert_eq!(built.writes_per_minute, defaults.writes_per_minute);
+        assert_eq!(built.reads_per_minute, defaults.reads_per_minute);
+        assert_eq!(built.timeout, defaults.timeout);
+        let auth = OktaAuth::ApiToken(SecretString::from("t"));
+        let built = c.okta.client_config(auth.clone(), RetryPolicy::default());
+        let defaults =
+            OktaClientConfig::with_defaults(c.okta.org_url.clone(), c.okta.app_id.clone(), auth);
+        assert_eq!(built.page_limit, defaults.page_limit);
+        assert_eq!(built.max_rate_share, defaults.max_rate_share);
+        assert_eq!(built.timeout, defaults.timeout);
+        // A chain that is set replaces the default, parsed.
+        let c = Config::parse(&MINIMAL.replace(
+            "[postman]",
+            "[okta.mapping]\nuser_name = [\"user.profile.email\"]\n[postman]\nauth_scheme = \"bearer\"",
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.okta.mapping.user_name,
+            [Source::UserProfile("email".into())]
+        );
+        assert_eq!(
+            c.okta.mapping.given_name,
+            AttributeMapping::default().given_name
+        );
+        assert_eq!(c.postman.auth_scheme, AuthScheme::Bearer);
+        let e = err(&MINIMAL.replace(
+            "[postman]",
+            "[okta.mapping]\nuser_name = [\" user.profile.email\"]\n[postman]",
+        ));
+        assert!(e.contains("okta.mapping.user_name"), "{e}");
     }
 
     #[test]
@@ -1067,7 +1026,7 @@ mod tests {
 
     #[test]
     fn the_example_config_is_valid_and_its_oauth_keys_work_when_uncommented() {
-        let example = include_str!("../config/okta-postman-sync.example.toml");
+        let example = include_str!("../../config/okta-postman-sync.example.toml");
         let c = Config::parse(example).expect("the example config is valid");
         assert!(matches!(c.okta.auth, OktaAuthConfig::ApiToken { .. }));
         let oauth = example

@@ -12,7 +12,6 @@
 //!
 //! It must not decide anything about a run's content: it only starts runs and watches them.
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -328,14 +327,8 @@ pub async fn scheduler(
     cancel: CancellationToken,
     limits: SchedulerLimits,
 ) {
-    let schedule = match cron::Schedule::from_str(&engine.config.sync.schedule) {
-        Ok(s) => s,
-        Err(e) => {
-            // The config validated the expression already; this cannot happen in practice.
-            tracing::error!(error = %e, "invalid schedule");
-            return;
-        }
-    };
+    // Parsed once, by the config.
+    let schedule = engine.config.sync.schedule.clone();
     let jitter = engine.config.sync.jitter;
     let full_every = engine.config.sync.full_every;
     let mut in_flight: Option<tokio::task::JoinHandle<()>> = None;
@@ -445,6 +438,8 @@ pub async fn scheduler(
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
     use super::*;
 
     fn t(s: &str) -> DateTime<Utc> {

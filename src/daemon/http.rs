@@ -30,8 +30,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::schedule::{DaemonState, LastSuccess};
 use crate::metrics::Metrics;
-use crate::schedule::{DaemonState, LastSuccess};
 use crate::store::StoreHandle;
 
 /// The bearer token that unlocks `/status` details. Never printed: `Debug` shows a placeholder.
@@ -93,7 +93,7 @@ pub struct AppState {
     pub stale_after: Duration,
     /// The scheduler is considered dead when its heartbeat is older than this.
     pub liveness_window: Duration,
-    /// A run without progress for this long is stuck (see [`crate::schedule::stuck_after`]).
+    /// A run without progress for this long is stuck (see [`super::schedule::stuck_after`]).
     pub stuck_after: Duration,
     /// `None`: `/status` shows counts only, to everyone.
     pub status_token: Option<StatusToken>,

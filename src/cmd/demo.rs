@@ -4,16 +4,18 @@
 //! changes, a second reconcile, and a final run that must make zero writes. Nothing leaves the
 //! machine; the state lives in memory.
 
-use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{build_engine_with_secrets, okta_client_config_with, EXIT_FAILED, EXIT_OK};
+use super::progress::demo_bar;
+use super::CliError;
+use crate::bootstrap::{build_engine_with, Secrets};
 use crate::config::{Config, LogFormat};
+use crate::sync::{Engine, Outcome, RunOptions, RunReport};
+use crate::exit::Exit;
 use crate::metrics::Metrics;
 use crate::okta::OktaAuth;
 use crate::output::{render_run, table};
@@ -21,9 +23,6 @@ use crate::retry::RetryPolicy;
 use crate::sim::okta::{FakeOkta, OktaSimConfig, UserSpec};
 use crate::sim::postman::{FakePostman, PostmanSimConfig};
 use crate::store::{Store, StoreHandle};
-use crate::sync::users::plan::Operation;
-use crate::sync::OpStatus;
-use crate::sync::{Engine, Outcome, Progress, RunOptions, RunReport};
 
 const OKTA_TOKEN: &str = "demo-okta-token";
 const POSTMAN_KEY: &str = "demo-postman-key";
@@ -48,30 +47,6 @@ fn email(first: &str, last: &str) -> String {
 
 fn say(text: &str) {
     println!("\n\u{25b6} {text}");
-}
-
-fn progress_line(total: usize) -> Progress {
-    let done = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    Arc::new(move |_: &Operation, _: &OpStatus| {
-        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == total || n.is_multiple_of(10) {
-            let width = 30;
-            let filled = (n * width).checked_div(total).unwrap_or(width).min(width);
-            let mut err = std::io::stderr().lock();
-            let _ = write!(
-                err,
-                "\r  [{}{}] {n}/{total} operations, {:.1} s",
-                "#".repeat(filled),
-                ".".repeat(width - filled),
-                started.elapsed().as_secs_f64()
-            );
-            if n == total {
-                let _ = writeln!(err);
-            }
-            let _ = err.flush();
-        }
-    })
 }
 
 fn summary(r: &RunReport) -> String {
@@ -111,15 +86,12 @@ fn sample(r: &RunReport, limit: usize) {
     }
 }
 
-pub async fn run_demo(users: usize) -> u8 {
+pub async fn run(users: usize) -> Result<Exit, CliError> {
     crate::telemetry::init("warn", LogFormat::Pretty);
-    match demo(users.max(CAST.len() + 10)).await {
-        Ok(()) => EXIT_OK,
-        Err(e) => {
-            eprintln!("demo failed: {e:#}");
-            EXIT_FAILED
-        }
-    }
+    demo(users.max(CAST.len() + 10))
+        .await
+        .map_err(|e| CliError::failed(format!("{e:#}")).labelled("demo failed"))?;
+    Ok(Exit::Ok)
 }
 
 async fn demo(users: usize) -> anyhow::Result<()> {
@@ -199,15 +171,13 @@ max_deactivations = 25
     );
     let config = Arc::new(Config::parse(&config_text)?);
     let store = StoreHandle::new(Store::in_memory()?);
-    let okta_config = okta_client_config_with(
-        &config,
-        OktaAuth::ApiToken(SecretString::from(OKTA_TOKEN)),
-        RetryPolicy::default(),
-    );
-    let engine: Engine = build_engine_with_secrets(
+    let secrets = Secrets {
+        okta: OktaAuth::ApiToken(SecretString::from(OKTA_TOKEN)),
+        postman_api_key: SecretString::from(POSTMAN_KEY),
+    };
+    let engine: Engine = build_engine_with(
         config,
-        okta_config,
-        SecretString::from(POSTMAN_KEY),
+        secrets,
         store,
         true,
         Arc::new(Metrics::new()),
@@ -231,13 +201,11 @@ max_deactivations = 25
     println!("  Postman writes so far: {}", postman.stats().writes);
 
     say("2. First reconcile (always a full run: existing members are adopted, never duplicated).");
+    let bar = demo_bar(plan.operations.len());
     let first = engine
-        .run(
-            &RunOptions::default(),
-            &cancel,
-            Some(progress_line(plan.operations.len())),
-        )
+        .run(&RunOptions::default(), &cancel, Some(bar.callback()))
         .await;
+    bar.finish();
     println!("  Done: {}", summary(&first));
     println!(
         "  Postman now has {} members; {} unmanaged members were left alone.",

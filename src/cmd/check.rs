@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::app::{EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
+use super::{load_config, print_json, CliError};
 use crate::cli::OutputFormat;
-use crate::config::{AuthSchemeSetting, Config, OktaAuthConfig};
+use crate::config::{Config, OktaAuthConfig};
+use crate::exit::Exit;
 use crate::metrics::Metrics;
 use crate::okta::{OktaClient, OktaError};
 use crate::retry::RetryPolicy;
@@ -31,6 +32,8 @@ pub struct CheckReport {
     pub items: Vec<CheckItem>,
 }
 
+/// A SCIM client with the configured settings and this auth scheme (the other one is tried when
+/// the key is refused).
 fn scim_client(
     config: &Config,
     key: secrecy::SecretString,
@@ -38,20 +41,11 @@ fn scim_client(
     metrics: &Arc<Metrics>,
     retry: &RetryPolicy,
 ) -> Result<ScimClient, String> {
-    ScimClient::new(
-        ScimClientConfig {
-            base_url: config.postman.scim_url.clone(),
-            api_key: key,
-            auth_scheme: scheme,
-            writes_per_minute: config.postman.writes_per_minute,
-            reads_per_minute: config.postman.reads_per_minute,
-            timeout: config.postman.timeout,
-            retry: retry.clone(),
-            max_body_bytes: crate::limits::MAX_BODY_BYTES,
-        },
-        Arc::clone(metrics),
-    )
-    .map_err(|e| e.to_string())
+    let cfg = ScimClientConfig {
+        auth_scheme: scheme,
+        ..config.postman.client_config(key, retry.clone())
+    };
+    ScimClient::new(cfg, Arc::clone(metrics)).map_err(|e| e.to_string())
 }
 
 /// Runs every check; never writes.
@@ -69,7 +63,7 @@ pub async fn check(config: &Config, retry: RetryPolicy) -> CheckReport {
             "service app may read the app, its users and groups",
         ),
     };
-    match crate::app::okta_client_config(config, retry.clone()) {
+    match crate::bootstrap::okta_client_config(config, retry.clone()) {
         Err(e) => items.push(CheckItem {
             side: "okta",
             check: what.into(),
@@ -104,11 +98,7 @@ pub async fn check(config: &Config, retry: RetryPolicy) -> CheckReport {
     }
 
     // Postman.
-    match config
-        .postman
-        .api_key
-        .load("postman.api_key_file", "the Postman SCIM API key")
-    {
+    match config.postman.load_api_key() {
         Err(e) => items.push(CheckItem {
             side: "postman",
             check: "SCIM API key".into(),
@@ -117,8 +107,8 @@ pub async fn check(config: &Config, retry: RetryPolicy) -> CheckReport {
         }),
         Ok(key) => {
             let (scheme, other, name, other_name) = match config.postman.auth_scheme {
-                AuthSchemeSetting::Raw => (AuthScheme::Raw, AuthScheme::Bearer, "raw", "bearer"),
-                AuthSchemeSetting::Bearer => (AuthScheme::Bearer, AuthScheme::Raw, "bearer", "raw"),
+                AuthScheme::Raw => (AuthScheme::Raw, AuthScheme::Bearer, "raw", "bearer"),
+                AuthScheme::Bearer => (AuthScheme::Bearer, AuthScheme::Raw, "bearer", "raw"),
             };
             match scim_client(config, key.clone(), scheme, &metrics, &retry) {
                 Err(e) => items.push(CheckItem {
@@ -203,26 +193,12 @@ pub fn render(r: &CheckReport) -> String {
     out
 }
 
-pub async fn run_check(config_path: &Path, output: OutputFormat) -> u8 {
-    let config = match Config::load(config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
-        }
-    };
-    crate::telemetry::init(&config.log_level, config.log_format);
+pub async fn run(config_path: &Path, output: OutputFormat) -> Result<Exit, CliError> {
+    let config = load_config(config_path)?;
     let report = check(&config, RetryPolicy::default()).await;
     match output {
-        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
-            Ok(j) => println!("{j}"),
-            Err(e) => eprintln!("error: {e}"),
-        },
+        OutputFormat::Json => print_json(&report),
         OutputFormat::Text => print!("{}", render(&report)),
     }
-    if report.ok {
-        EXIT_OK
-    } else {
-        EXIT_FAILED
-    }
+    Ok(if report.ok { Exit::Ok } else { Exit::Failed })
 }

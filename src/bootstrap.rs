@@ -1,0 +1,149 @@
+//! Assembles the program from a validated [`Config`]: reads the secrets once, builds the Okta and
+//! Postman clients, opens the store (read-only, or read-write under the single-writer lock) and
+//! builds the [`Engine`]. Every command, the demo and the tests assemble through here
+//! (zero-to-production's `startup.rs`), so there is one way the pieces fit together.
+//!
+//! This module must not print, parse the command line, or decide exit codes: it returns a
+//! [`BootstrapError`] and `cmd` decides what it means for the process.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use crate::config::{Config, ConfigError};
+use crate::sync::Engine;
+use crate::metrics::Metrics;
+use crate::okta::{OktaAuth, OktaClient, OktaClientConfig, OktaError};
+use crate::retry::RetryPolicy;
+use crate::scim::{ScimClient, ScimError};
+use crate::store::{StateLock, Store, StoreError, StoreHandle};
+
+/// Why the program could not be assembled. `Config` is the operator's to fix (a secret that is
+/// missing or unreadable); the others are the environment's (a store in use, a client that cannot
+/// start).
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Okta(#[from] OktaError),
+    #[error(transparent)]
+    Scim(#[from] ScimError),
+}
+
+/// The credentials of both sides, read once. `Debug` shows no secret (both redact themselves).
+#[derive(Clone, Debug)]
+pub struct Secrets {
+    pub okta: OktaAuth,
+    pub postman_api_key: SecretString,
+}
+
+impl Secrets {
+    /// Reads the Okta credential `[okta] auth` names and the Postman SCIM key.
+    pub fn load(config: &Config) -> Result<Self, ConfigError> {
+        Ok(Self {
+            okta: config.okta.load_auth()?,
+            postman_api_key: config.postman.load_api_key()?,
+        })
+    }
+}
+
+/// What a command that runs the engine holds: the engine and, when it writes, the single-writer
+/// lock, which lives as long as this value.
+pub struct App {
+    pub config: Arc<Config>,
+    pub engine: Engine,
+    pub lock: Option<StateLock>,
+}
+
+/// Reads the secrets, opens the store (read-write under the lock when `writable`) and builds the
+/// engine, in that order: a missing or empty secret is reported before the state file is created
+/// or touched.
+pub fn assemble(config: Arc<Config>, writable: bool) -> Result<App, BootstrapError> {
+    let secrets = Secrets::load(&config)?;
+    let (store, lock) = open_store(&config.sync.state_path, writable)?;
+    let engine = build_engine_with(
+        Arc::clone(&config),
+        secrets,
+        store,
+        writable,
+        Arc::new(Metrics::new()),
+        RetryPolicy::default(),
+    )?;
+    Ok(App {
+        config,
+        engine,
+        lock,
+    })
+}
+
+/// Opens the store: read-only (dry runs; in memory when the file does not exist yet, so a dry
+/// run creates nothing), or read-write under the single-writer lock.
+pub fn open_store(
+    path: &Path,
+    writable: bool,
+) -> Result<(StoreHandle, Option<StateLock>), StoreError> {
+    if !writable {
+        let store = match Store::open_read_only(path)? {
+            Some(s) => s,
+            None => Store::in_memory()?,
+        };
+        return Ok((StoreHandle::new(store), None));
+    }
+    // The lock first: a second process must not open (and migrate) a state another one owns.
+    let lock = StateLock::acquire(path)?;
+    let store = Store::open(path)?;
+    Ok((StoreHandle::new(store), Some(lock)))
+}
+
+/// Builds the clients and the engine, reading the secrets from the config's sources (tests and
+/// benches, which have a store of their own).
+pub fn build_engine(
+    config: Arc<Config>,
+    store: StoreHandle,
+    writable: bool,
+    metrics: Arc<Metrics>,
+    retry: RetryPolicy,
+) -> Result<Engine, BootstrapError> {
+    let secrets = Secrets::load(&config)?;
+    build_engine_with(config, secrets, store, writable, metrics, retry)
+}
+
+/// Builds the clients and the engine with the secrets in hand (the demo has its own).
+pub fn build_engine_with(
+    config: Arc<Config>,
+    secrets: Secrets,
+    store: StoreHandle,
+    writable: bool,
+    metrics: Arc<Metrics>,
+    retry: RetryPolicy,
+) -> Result<Engine, BootstrapError> {
+    let okta = OktaClient::new(
+        config.okta.client_config(secrets.okta, retry.clone()),
+        Arc::clone(&metrics),
+    )?;
+    let scim = ScimClient::new(
+        config.postman.client_config(secrets.postman_api_key, retry),
+        Arc::clone(&metrics),
+    )?;
+    Ok(Engine {
+        mapping: config.okta.mapping.clone(),
+        config,
+        okta,
+        scim,
+        store,
+        metrics,
+        writable,
+    })
+}
+
+/// The Okta client's configuration with its credential read (`check`, tests).
+pub fn okta_client_config(
+    config: &Config,
+    retry: RetryPolicy,
+) -> Result<OktaClientConfig, ConfigError> {
+    Ok(config.okta.client_config(config.okta.load_auth()?, retry))
+}

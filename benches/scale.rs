@@ -26,9 +26,9 @@ use okta_postman_sync::config::Config;
 use okta_postman_sync::metrics::Metrics;
 use okta_postman_sync::model::ManagedUser;
 use okta_postman_sync::retry::RetryPolicy;
-use okta_postman_sync::sim::okta::{FakeOkta, OktaSimConfig};
-use okta_postman_sync::sim::postman::{FakePostman, PostmanSimConfig};
 use okta_postman_sync::store::{SnapshotChange, Store};
+use okta_postman_sync_sim::okta::{FakeOkta, OktaSimConfig};
+use okta_postman_sync_sim::postman::{FakePostman, PostmanSimConfig};
 
 const OKTA_TOKEN: &str = "bench-okta-token-0123456789";
 const POSTMAN_KEY: &str = "bench-postman-key-abcdef";

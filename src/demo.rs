@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use okta_postman_sync_sim::okta::{FakeOkta, OktaSimConfig, UserSpec};
+use okta_postman_sync_sim::postman::{FakePostman, PostmanSimConfig};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
@@ -21,8 +23,6 @@ use crate::okta::OktaAuth;
 use crate::output::{render_run, table};
 use crate::plan::Operation;
 use crate::retry::RetryPolicy;
-use crate::sim::okta::{FakeOkta, OktaSimConfig, UserSpec};
-use crate::sim::postman::{FakePostman, PostmanSimConfig};
 use crate::store::{Store, StoreHandle};
 
 const OKTA_TOKEN: &str = "demo-okta-token";

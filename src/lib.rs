@@ -9,7 +9,8 @@
 //! - [`okta`]: hand-written Okta Management API client (paging, rate limits, wire types).
 //! - [`scim`]: Postman SCIM client (pacing, retries, SCIM errors, wire types).
 //! - [`groups`]: the pure group planner; [`groups_apply`]: its reads, executor and engine step.
-//! - [`sim`]: stateful simulators of Okta and Postman on 127.0.0.1, used by tests and `demo`.
+//! - The simulators of Okta and Postman are the workspace crate `okta-postman-sync-sim`
+//!   (`crates/sim/`): a dev-dependency, and behind the default-on `demo` feature for [`demo`].
 //! - [`config`]: the TOML shape and its validation; secrets sources.
 //! - [`store`]: SQLite snapshot, write-ahead journal, quarantine, run history, single-writer lock.
 //! - [`plan`]: the pure planner and its safety guards.
@@ -23,6 +24,12 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+// Without the `demo` feature the simulators are not linked in; `demo` then answers with the
+// stand-in in `no_demo.rs`, which says so, so the CLI and its dispatch are the same in both builds.
+#[cfg(feature = "demo")]
+pub mod demo;
+#[cfg(not(feature = "demo"))]
+#[path = "no_demo.rs"]
 pub mod demo;
 pub mod engine;
 pub mod groups;
@@ -37,7 +44,6 @@ pub mod plan;
 pub mod retry;
 pub mod schedule;
 pub mod scim;
-pub mod sim;
 pub mod status;
 pub mod store;
 pub mod telemetry;

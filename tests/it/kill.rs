@@ -6,13 +6,13 @@
 //! Seeded: the seed is printed, and `KILL_SEED` replays it. `KILL_USERS` (default 400) and
 //! `KILL_COUNT` (default 30) make the soak setting (see docs/fault-tolerance.md).
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::World;
-use okta_postman_sync::sim::{OktaSimConfig, PostmanSimConfig};
+use okta_postman_sync_sim::{OktaSimConfig, PostmanSimConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

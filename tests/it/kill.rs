@@ -57,7 +57,7 @@ async fn sigkill_at_random_points_of_a_large_first_sync_loses_and_duplicates_not
     eprintln!("kill test: KILL_SEED={seed} KILL_USERS={users} KILL_COUNT={kills_wanted}");
     let mut rng = SmallRng::seed_from_u64(seed);
 
-    // Generous rate limits: this test is about kills, not pacing (tests/faults.rs has 429s).
+    // Generous rate limits: this test is about kills, not pacing (tests/it/faults.rs has 429s).
     let mut w = World::with(
         OktaSimConfig {
             apps_limit_per_minute: 100_000,

@@ -24,11 +24,11 @@ use chrono::Utc;
 use okta_postman_sync::bootstrap::build_engine;
 use okta_postman_sync::config::Config;
 use okta_postman_sync::metrics::Metrics;
-use okta_postman_sync::model::ManagedUser;
+use okta_postman_sync::model::{ManagedUser, ScimUserId};
 use okta_postman_sync::retry::RetryPolicy;
-use okta_postman_sync::sim::okta::{FakeOkta, OktaSimConfig};
-use okta_postman_sync::sim::postman::{FakePostman, PostmanSimConfig};
 use okta_postman_sync::store::{SnapshotChange, Store};
+use okta_postman_sync_sim::okta::{FakeOkta, OktaSimConfig};
+use okta_postman_sync_sim::postman::{FakePostman, PostmanSimConfig};
 
 const OKTA_TOKEN: &str = "bench-okta-token-0123456789";
 const POSTMAN_KEY: &str = "bench-postman-key-abcdef";
@@ -265,7 +265,8 @@ impl World {
                 .expect("seed Postman member");
             changes.push(SnapshotChange::Upsert(ManagedUser {
                 okta_id: d.okta_id.clone(),
-                scim_id,
+                // The simulator's ids are its own type: the snapshot holds the product's.
+                scim_id: ScimUserId::new(scim_id.as_str()),
                 attrs: a.clone(),
                 active: d.active,
             }));

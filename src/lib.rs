@@ -9,7 +9,8 @@
 //! - [`okta`]: hand-written Okta Management API client (paging, rate limits, wire types).
 //! - [`scim`]: Postman SCIM client (pacing, retries, SCIM errors, wire types).
 //! - [`groups`]: the pure group planner; [`groups_apply`]: its reads, executor and engine step.
-//! - [`sim`]: stateful simulators of Okta and Postman on 127.0.0.1, used by tests and `demo`.
+//! - The simulators of Okta and Postman are the workspace crate `okta-postman-sync-sim`
+//!   (`crates/sim/`): a dev-dependency, and behind the default-on `demo` feature for `demo`.
 //! - [`config`]: the TOML shape ([`config`]'s `raw`), secret sources, and the validated
 //!   [`config::Config`] holding the real types (mapping, auth scheme, schedule, client settings).
 //! - [`store`]: SQLite snapshot, write-ahead journal, quarantine, run history, single-writer lock.
@@ -34,7 +35,6 @@ pub mod okta;
 pub mod output;
 pub mod retry;
 pub mod scim;
-pub mod sim;
 pub mod status;
 pub mod store;
 pub mod sync;

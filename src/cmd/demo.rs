@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use okta_postman_sync_sim::okta::{FakeOkta, OktaSimConfig, UserSpec};
+use okta_postman_sync_sim::postman::{FakePostman, PostmanSimConfig};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
@@ -20,8 +22,6 @@ use crate::metrics::Metrics;
 use crate::okta::OktaAuth;
 use crate::output::{render_run, table};
 use crate::retry::RetryPolicy;
-use crate::sim::okta::{FakeOkta, OktaSimConfig, UserSpec};
-use crate::sim::postman::{FakePostman, PostmanSimConfig};
 use crate::store::{Store, StoreHandle};
 
 const OKTA_TOKEN: &str = "demo-okta-token";

@@ -7,6 +7,12 @@
 //! (bootstrap, daemon, engine) must not import anything from here.
 
 pub mod check;
+// Without the `demo` feature the simulators are not linked in; `demo` then answers with the
+// stand-in in `no_demo.rs`, which says so, so the CLI and its dispatch are the same in both builds.
+#[cfg(feature = "demo")]
+pub mod demo;
+#[cfg(not(feature = "demo"))]
+#[path = "no_demo.rs"]
 pub mod demo;
 pub mod progress;
 pub mod reconcile;

@@ -7,9 +7,8 @@
 //! returns (the caller handles and logs them once). No credential (API token, OAuth private key,
 //! access token) ever appears in `Debug` output, logs or errors, and none is sent to any origin
 //! other than `org_url`. OAuth service apps (okta-api.md A4.2, A4.3) live in `oauth.rs`, the
-//! JWT signatures they need in `crypto.rs`.
+//! ring backend of their JWT signatures in `crates/jwt-ring/`.
 
-mod crypto;
 mod error;
 mod mapping;
 mod oauth;
@@ -37,7 +36,6 @@ use url::{Host, Url};
 
 pub use error::{ApiErrorDetails, OAuthProblem, OktaError};
 pub use mapping::{entitlement, AttributeMapping, MappingError, Source};
-pub(crate) use oauth::install_crypto_provider;
 pub use oauth::{OAuthSettings, DEFAULT_SCOPES};
 
 use crate::limits::{self, BodyError};

@@ -1128,7 +1128,7 @@ async fn a_page_of_items_of_the_wrong_shape_midway_is_reported_by_the_general_pa
 
 /// A `[okta] auth = "oauth"` client against `server`, with a fresh EC key.
 fn oauth_config(server: &MockServer) -> OktaClientConfig {
-    let key = crate::sim::okta_oauth::TestKeyPair::generate_ec();
+    let key = okta_postman_sync_sim::okta_oauth::TestKeyPair::generate_ec();
     OktaClientConfig {
         auth: OktaAuth::OAuth(OAuthSettings {
             client_id: "0oaservice".into(),
@@ -1205,7 +1205,7 @@ async fn a_token_that_claims_to_expire_at_once_is_not_fetched_for_every_request(
 #[tokio::test]
 async fn an_endless_token_answer_is_refused_at_the_cap() {
     let server = HostileServer::start(HostileBody::Endless).await;
-    let key = crate::sim::okta_oauth::TestKeyPair::generate_ec();
+    let key = okta_postman_sync_sim::okta_oauth::TestKeyPair::generate_ec();
     let (okta, _) = client_with(OktaClientConfig {
         auth: OktaAuth::OAuth(OAuthSettings {
             client_id: "0oaservice".into(),

@@ -8,7 +8,7 @@
 //!
 //! It verifies signatures for real (jsonwebtoken, against the JWKs registered per app, as Okta
 //! stores them), so tests prove the client's flow, not a stub. It must not share code with
-//! `crate::okta`: it is an independent reading of the documents. It is stricter than Okta in one
+//! the product's `okta` module: it is an independent reading of the documents. It is stricter than Okta in one
 //! way, on purpose: a rotated nonce invalidates the previous one at once (Okta keeps the old
 //! one for three days, A4.3), so tests can exercise the client's nonce retry.
 
@@ -514,12 +514,13 @@ async fn token(State(sim): State<Arc<OAuthSim>>, headers: HeaderMap, body: Strin
         Issued {
             client_id,
             scopes: requested.clone(),
-            // Tests set absurd lifetimes (u64::MAX seconds): `Instant + Duration` would panic.
-            expires: crate::limits::instant_after(
-                Instant::now(),
-                lifetime,
-                Duration::from_secs(100 * 365 * 24 * 3600),
-            ),
+            // Tests set absurd lifetimes (u64::MAX seconds): `Instant + Duration` would panic,
+            // so the lifetime is clamped to a century (and `now` kept if even that overflows).
+            expires: {
+                let now = Instant::now();
+                now.checked_add(lifetime.min(Duration::from_secs(100 * 365 * 24 * 3600)))
+                    .unwrap_or(now)
+            },
             jkt,
         },
     );
@@ -547,7 +548,7 @@ fn verify_assertion(
             d,
         ))
     };
-    crate::okta::install_crypto_provider();
+    okta_postman_sync_jwt_ring::install();
     let Ok(header) = jsonwebtoken::decode_header(assertion) else {
         return Err(invalid(s, "The client_assertion is not a valid JWT."));
     };
@@ -646,7 +647,7 @@ fn verify_proof(
     htu: &str,
     token: Option<&str>,
 ) -> Result<(String, Option<String>), String> {
-    crate::okta::install_crypto_provider();
+    okta_postman_sync_jwt_ring::install();
     let header = jsonwebtoken::decode_header(proof)
         .map_err(|_| "The DPoP proof is not a JWT.".to_string())?;
     if header.typ.as_deref() != Some("dpop+jwt") {

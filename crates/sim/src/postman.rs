@@ -7,7 +7,7 @@
 //! reference leaves a behaviour open (Part B), the fake picks the stricter reading and the
 //! comment says so: by default PUT is a full replace and members are removed only by filter
 //! path, as RFC 7644 reads; [`PostmanSimConfig::lenient`] and [`MemberRemoval`] switch to
-//! forgiving or value-list-only servers. It must not share wire types with `crate::scim`.
+//! forgiving or value-list-only servers. It must not share wire types with the product's `scim` module.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -26,8 +26,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Map, Value};
 
 use super::faults::{self, Fault, FaultConfig, FaultInjector, Rejection};
+use super::ids::{ScimGroupId, ScimUserId};
 use super::{lock, now_timestamp, parse_query, percent_decode, RequestCounters, Server, SimError};
-use crate::model::{ScimGroupId, ScimUserId};
 
 const SERVICE: &str = "postman";
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";

@@ -3,7 +3,7 @@
 //! members, with SSWS auth, cursor paging through `Link` headers (A3), per-bucket rate limits
 //! with the `X-Rate-Limit-*` headers (A5), Okta's error bodies (A6), and injected faults. Tests
 //! and the demo change the org through the mutators on [`FakeOkta`]. It must stay read-only over
-//! HTTP (the daemon never writes to Okta) and must not share wire types with `crate::okta`: it is
+//! HTTP (the daemon never writes to Okta) and must not share wire types with the product's `okta` module: it is
 //! an independent rendering of the documents, so the client's mistakes are not mirrored.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -24,9 +24,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::faults::{self, Fault, FaultConfig, FaultInjector, Rejection};
+use super::ids::{OktaGroupId, OktaUserId};
 use super::okta_oauth::{self, OAuthSim};
 use super::{lock, now_timestamp, parse_query, RequestCounters, Server, SimError};
-use crate::model::{OktaGroupId, OktaUserId};
 
 const SERVICE: &str = "okta";
 

@@ -7,14 +7,14 @@
 //! `FAULT_SEED`, `FAULT_RATE` (per fault kind, default 0.02) and `FAULT_USERS` (default 60) set
 //! the mix; the seed is printed so a failure replays.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use common::World;
 use okta_postman_sync::engine::Outcome;
-use okta_postman_sync::sim::faults::FaultConfig;
-use okta_postman_sync::sim::{OktaSimConfig, PostmanSimConfig};
+use okta_postman_sync_sim::faults::FaultConfig;
+use okta_postman_sync_sim::{OktaSimConfig, PostmanSimConfig};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

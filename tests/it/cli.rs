@@ -1,13 +1,13 @@
 //! Tests of the real binary: exit codes, the JSON output contract, the single-writer lock,
 //! `check`, `status`, `demo`, and that no secret ever reaches the output or the logs.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 
 use common::{World, OKTA_TOKEN, POSTMAN_KEY};
-use okta_postman_sync::sim::okta::OktaSimConfig;
-use okta_postman_sync::sim::postman::{AuthScheme, PostmanSimConfig};
+use okta_postman_sync_sim::okta::OktaSimConfig;
+use okta_postman_sync_sim::postman::{AuthScheme, PostmanSimConfig};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_okta-postman-sync"));

@@ -1,5 +1,9 @@
-//! The cryptography behind `jsonwebtoken` 10: a `CryptoProvider` built on ring, which the
-//! client already uses for its DPoP key and hashes. jsonwebtoken 10 leaves the choice of backend
+//! The cryptography behind `jsonwebtoken` 10 for okta-postman-sync and its simulators: a
+//! `CryptoProvider` built on ring, which the Okta client already uses for its DPoP key and hashes.
+//! It is its own crate because jsonwebtoken keeps one provider per process, installed first come
+//! first served: the product (signing) and the Okta simulator (verifying) run in one process in
+//! tests and in `demo`, and must both install this same provider, while the simulator crate may
+//! not depend on the product. jsonwebtoken 10 leaves the choice of backend
 //! to the application (https://docs.rs/jsonwebtoken/10.4.0/jsonwebtoken/crypto/struct.CryptoProvider.html);
 //! its two built-in ones are aws-lc-rs (a C library built with cc/cmake) and RustCrypto, whose
 //! `rsa` crate carries RUSTSEC-2023-0071 (the Marvin timing attack,
@@ -35,7 +39,7 @@ static RING_PROVIDER: CryptoProvider = CryptoProvider {
 /// first signature when no provider is installed and none is selected by its cargo features;
 /// every signing or verifying path calls this first. Idempotent (a provider already installed
 /// stays).
-pub(crate) fn install() {
+pub fn install() {
     let _ = RING_PROVIDER.install_default();
 }
 
@@ -217,39 +221,4 @@ fn compute_digest(data: &[u8], hash: ThumbprintHash) -> Vec<u8> {
         ThumbprintHash::SHA512 => &ring::digest::SHA512,
     };
     ring::digest::digest(alg, data).as_ref().to_vec()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use jsonwebtoken::{Header, Validation};
-
-    #[test]
-    fn es256_tokens_signed_here_verify_here_and_other_algorithms_are_errors_not_panics() {
-        install();
-        let key = crate::sim::okta_oauth::TestKeyPair::generate_ec();
-        let enc = EncodingKey::from_ec_pem(key.private_pem.as_bytes()).expect("pem");
-        let claims = serde_json::json!({"sub": "x", "exp": 4_000_000_000u64});
-        let token =
-            jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &enc).expect("sign");
-        let dec = DecodingKey::from_jwk(&key.public_jwk).expect("jwk");
-        let mut v = Validation::new(Algorithm::ES256);
-        v.validate_aud = false;
-        jsonwebtoken::decode::<serde_json::Value>(&token, &dec, &v).expect("verifies");
-        // Tampered payload: refused.
-        let mut parts: Vec<&str> = token.split('.').collect();
-        let other = jsonwebtoken::encode(
-            &Header::new(Algorithm::ES256),
-            &serde_json::json!({"sub": "y", "exp": 4_000_000_000u64}),
-            &enc,
-        )
-        .expect("sign");
-        parts[1] = other.split('.').nth(1).expect("payload");
-        assert!(jsonwebtoken::decode::<serde_json::Value>(&parts.join("."), &dec, &v).is_err());
-        // Algorithms this provider does not offer are errors.
-        assert!(jsonwebtoken::encode(&Header::new(Algorithm::PS256), &claims, &enc).is_err());
-        assert!(jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &enc).is_err());
-        let hmac = EncodingKey::from_secret(b"secret");
-        assert!(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &hmac).is_err());
-    }
 }

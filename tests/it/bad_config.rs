@@ -1,7 +1,7 @@
 //! Bad configuration through the real binary: every invalid value is reported with its key,
 //! the exit code is 2, and nothing panics or touches either API.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

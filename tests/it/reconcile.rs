@@ -1,14 +1,15 @@
 //! End-to-end tests of one reconcile run: the real library against the stateful Okta and Postman
 //! simulators on 127.0.0.1. Assertions are on the simulators' final state, not on call sequences.
 
-mod common;
+use crate::common;
 
 use common::World;
 use okta_postman_sync::engine::{Outcome, RunOptions};
-use okta_postman_sync::sim::faults::FaultConfig;
-use okta_postman_sync::sim::okta::OktaSimConfig;
-use okta_postman_sync::sim::postman::PostmanSimConfig;
+use okta_postman_sync::model::OktaUserId;
 use okta_postman_sync::store::Store;
+use okta_postman_sync_sim::faults::FaultConfig;
+use okta_postman_sync_sim::okta::OktaSimConfig;
+use okta_postman_sync_sim::postman::PostmanSimConfig;
 
 #[tokio::test]
 async fn first_run_adopts_existing_members_creates_the_rest_and_leaves_unmanaged_alone() {
@@ -369,7 +370,8 @@ async fn a_truncated_postman_listing_does_not_unmanage_people_who_later_leave_ok
         .snapshot()
         .expect("snapshot");
     assert!(
-        snapshot.contains_key(&ann),
+        // The simulator's ids are its own type: the snapshot is keyed by the product's.
+        snapshot.contains_key(&OktaUserId::new(ann.as_str())),
         "one listing does not forget Ann"
     );
     // Ann leaves Okta: she is deactivated, not left active as an unmanaged member.
@@ -419,7 +421,7 @@ async fn an_interrupted_create_that_cannot_be_resolved_holds_only_its_user() {
         let mut s = Store::open(&w.state_path()).expect("store");
         s.journal_intend(
             "crashed",
-            &ann,
+            &OktaUserId::new(ann.as_str()),
             "create",
             "ann.lee@example.com",
             "{}",

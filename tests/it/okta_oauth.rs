@@ -2,7 +2,7 @@
 //! Okta client against the fake Okta's token endpoint, which verifies the client assertion and
 //! DPoP proofs with the registered public keys (okta-api.md A4.2, A4.3).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,15 +14,21 @@ use okta_postman_sync::engine::{Outcome, RunOptions};
 use okta_postman_sync::metrics::Metrics;
 use okta_postman_sync::okta::OktaClient;
 use okta_postman_sync::retry::RetryPolicy;
-use okta_postman_sync::sim::okta_oauth::rsa_jwk;
-use okta_postman_sync::sim::{SimServiceApp, TestKeyPair};
+use okta_postman_sync_sim::okta_oauth::rsa_jwk;
+use okta_postman_sync_sim::{SimServiceApp, TestKeyPair};
 use tokio_util::sync::CancellationToken;
 
 const CLIENT_ID: &str = "0oaserviceapp1";
 const KID: &str = "test-kid-1";
 /// Test-only RSA key pair (see tests/fixtures/README.md).
-const RSA_PEM: &str = include_str!("fixtures/oauth-test-only-rsa-key.pem");
-const RSA_JWK: &str = include_str!("fixtures/oauth-test-only-rsa-key.public.jwk.json");
+const RSA_PEM: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/oauth-test-only-rsa-key.pem"
+));
+const RSA_JWK: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/oauth-test-only-rsa-key.public.jwk.json"
+));
 
 fn fixture_rsa_jwk() -> jsonwebtoken::jwk::Jwk {
     let v: serde_json::Value = serde_json::from_str(RSA_JWK).expect("fixture JWK is JSON");
@@ -49,7 +55,7 @@ fn seed(w: &World) {
         w.okta_user(f, l);
     }
     let g = w.okta.add_group("Engineering");
-    let dan = w.okta.add_user(okta_postman_sync::sim::UserSpec::new(
+    let dan = w.okta.add_user(okta_postman_sync_sim::UserSpec::new(
         "dan.fox@example.com",
         "Dan",
         "Fox",

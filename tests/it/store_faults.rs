@@ -3,7 +3,7 @@
 //! error naming the file and a non-zero exit, leaves the file untouched and changes nothing in
 //! Postman. Never a silent fresh start. A failed migration leaves the database as it was.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::World;
-use okta_postman_sync::sim::{OktaSimConfig, PostmanSimConfig};
 use okta_postman_sync::store::{StateLock, Store, StoreError};
+use okta_postman_sync_sim::{OktaSimConfig, PostmanSimConfig};
 
 struct Ran {
     code: Option<i32>,

@@ -1,12 +1,19 @@
-//! Stateful simulators of Okta and Postman's SCIM API, served by axum on `127.0.0.1:0`. They are
-//! used by the integration tests, the fault-injection suite, the benchmarks and the `demo`
-//! command, so there is one implementation for all of them. Each fake owns its state behind an
-//! `Arc<std::sync::Mutex<..>>` that is never held across an `.await`, mirrors the documented
-//! behaviour in `shared/reference/` (cited per behaviour), and can inject faults from a seeded RNG
-//! so runs replay. This module must not be used by the daemon's production code paths: nothing in
-//! `okta`, `scim`, `plan` or `apply` may depend on it.
+//! okta-postman-sync-sim: stateful simulators of Okta and Postman's SCIM API, served by axum on
+//! `127.0.0.1:0`. They are used by the product's unit and integration tests, the fault-injection
+//! suite, the benchmarks and the `demo` command, so there is one implementation for all of them.
+//! Each fake owns its state behind an `Arc<std::sync::Mutex<..>>` that is never held across an
+//! `.await`, mirrors the documented behaviour in `shared/reference/` (cited per behaviour), and
+//! can inject faults from a seeded RNG so runs replay.
+//!
+//! It is its own crate so that fakes stay out of the product: the product depends on it only as
+//! a dev-dependency and, for `demo`, through the default-on `demo` cargo feature. A release binary
+//! built with `--no-default-features` contains none of this code. It must not depend on the
+//! product crate (that would be a cycle through `demo`), so it has its own id types ([`ids`]) and
+//! shares only the ring-backed JWT provider (`okta-postman-sync-jwt-ring`) with it; nothing in
+//! the product's `okta`, `scim`, `plan` or `apply` may depend on it.
 
 pub mod faults;
+pub mod ids;
 pub mod okta;
 pub mod okta_oauth;
 pub mod postman;
@@ -19,6 +26,7 @@ use axum::Router;
 use tokio::sync::oneshot;
 
 pub use faults::{Disruption, Fault, FaultConfig, Malformed, Rejection};
+pub use ids::{OktaGroupId, OktaUserId, ScimGroupId, ScimUserId};
 pub use okta::{FakeOkta, OktaSimConfig, OktaStats, PopulateSummary, UserSpec};
 pub use okta_oauth::{OAuthSim, OAuthStats, SimServiceApp, TestKeyPair};
 pub use postman::{

@@ -1,15 +1,15 @@
 //! End-to-end tests of group push (issue 4): the real library against the Okta and Postman
 //! simulators on 127.0.0.1. Assertions are on the simulators' final state and the run report.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 
 use common::World;
 use okta_postman_sync::engine::{Outcome, RunOptions, RunReport};
-use okta_postman_sync::model::{OktaGroupId, OktaUserId};
-use okta_postman_sync::sim::okta::OktaSimConfig;
-use okta_postman_sync::sim::postman::{MemberRemoval, PostmanSimConfig};
+use okta_postman_sync_sim::okta::OktaSimConfig;
+use okta_postman_sync_sim::postman::{MemberRemoval, PostmanSimConfig};
+use okta_postman_sync_sim::{OktaGroupId, OktaUserId};
 use tokio_util::sync::CancellationToken;
 
 /// The Postman members of a group, by userName.

@@ -6,13 +6,13 @@
 //! Seeded: the seed is printed, and `KILL_SEED` replays it. `KILL_USERS` (default 400) and
 //! `KILL_COUNT` (default 30) make the soak setting (see docs/fault-tolerance.md).
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::World;
-use okta_postman_sync::sim::{OktaSimConfig, PostmanSimConfig};
+use okta_postman_sync_sim::{OktaSimConfig, PostmanSimConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -57,7 +57,7 @@ async fn sigkill_at_random_points_of_a_large_first_sync_loses_and_duplicates_not
     eprintln!("kill test: KILL_SEED={seed} KILL_USERS={users} KILL_COUNT={kills_wanted}");
     let mut rng = SmallRng::seed_from_u64(seed);
 
-    // Generous rate limits: this test is about kills, not pacing (tests/faults.rs has 429s).
+    // Generous rate limits: this test is about kills, not pacing (tests/it/faults.rs has 429s).
     let mut w = World::with(
         OktaSimConfig {
             apps_limit_per_minute: 100_000,

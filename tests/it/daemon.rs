@@ -1,7 +1,7 @@
 //! Tests of the daemon: in-process (shutdown is a parameter) for the scheduler and endpoints,
 //! and as the real binary for signals and the single-writer lock.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::World;
 use okta_postman_sync::daemon::run_with;
 use okta_postman_sync::daemon::schedule::DaemonState;
-use okta_postman_sync::sim::faults::FaultConfig;
+use okta_postman_sync_sim::faults::FaultConfig;
 use tokio_util::sync::CancellationToken;
 
 /// Polls `cond` every 100 ms for up to `secs` seconds.
@@ -215,7 +215,8 @@ async fn sigterm_stops_the_daemon_promptly_with_exit_0_and_a_consistent_store() 
         let p = w
             .member(&m.attrs.user_name)
             .expect("snapshot row has a Postman account");
-        assert_eq!(p.id, m.scim_id);
+        // The simulator's ids are its own type: compare the strings.
+        assert_eq!(p.id.as_str(), m.scim_id.as_str());
     }
     assert!(store.journal_pending().expect("pending").len() <= 2);
     drop(store);

@@ -2,7 +2,7 @@
 //! the real clients against a canned server returning arbitrary bodies) never panic, whatever
 //! the input; a config with one bad value names that value's key.
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 

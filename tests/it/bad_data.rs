@@ -4,15 +4,15 @@
 //! the real binary against an Okta that answers with hundreds of megabytes (peak memory
 //! measured with `wait4`).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use common::canned::{canned_engine, Canned, CannedServer};
 use common::World;
 use okta_postman_sync::engine::Outcome;
-use okta_postman_sync::sim::faults::FaultConfig;
 use okta_postman_sync::store::Store;
+use okta_postman_sync_sim::faults::FaultConfig;
 
 fn malformed_only(seed: u64) -> FaultConfig {
     FaultConfig {
@@ -257,7 +257,13 @@ fn run_measured(program: &str, args: &[String], out: &std::path::Path) -> (i32, 
     ];
     spec.extend(args.iter().cloned());
     let status = std::process::Command::new(std::env::current_exe().expect("own path"))
-        .args(["rss_probe", "--exact", "--test-threads=1", "--quiet"])
+        // The probe's full name in the one integration-test binary (`tests/it/main.rs`).
+        .args([
+            "bad_data::rss_probe",
+            "--exact",
+            "--test-threads=1",
+            "--quiet",
+        ])
         .env(
             "OKTA_POSTMAN_SYNC_RSS_PROBE",
             serde_json::to_string(&spec).expect("json"),

@@ -9,7 +9,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use okta_postman_sync::model::{
     DesiredUser, ManagedUser, OktaRead, OktaUserId, PostmanUser, ScimUserId, UserAttrs,
 };
-use okta_postman_sync::plan::{plan, Carried, Policy};
+use okta_postman_sync::sync::users::plan::{plan, Carried, Policy};
 
 const USERS: usize = 100_000;
 

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use crate::config::{Config, ConfigError};
-use crate::sync::Engine;
 use crate::metrics::Metrics;
 use crate::okta::{OktaAuth, OktaClient, OktaClientConfig, OktaError};
 use crate::retry::RetryPolicy;
 use crate::scim::{ScimClient, ScimError};
 use crate::store::{StateLock, Store, StoreError, StoreHandle};
+use crate::sync::Engine;
 
 /// Why the program could not be assembled. `Config` is the operator's to fix (a secret that is
 /// missing or unreadable); the others are the environment's (a store in use, a client that cannot

@@ -112,6 +112,13 @@ impl fmt::Display for OpKind {
     }
 }
 
+/// Reports and tests compare kinds with their documented names.
+impl PartialEq<&str> for OpKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 pub const ALL_KINDS: [OpKind; 11] = [
     OpKind::Create,
     OpKind::Adopt,

@@ -16,13 +16,13 @@ use super::progress::demo_bar;
 use super::CliError;
 use crate::bootstrap::{build_engine_with, Secrets};
 use crate::config::{Config, LogFormat};
-use crate::sync::{Engine, Outcome, RunOptions, RunReport};
 use crate::exit::Exit;
 use crate::metrics::Metrics;
 use crate::okta::OktaAuth;
 use crate::output::{render_run, table};
 use crate::retry::RetryPolicy;
 use crate::store::{Store, StoreHandle};
+use crate::sync::{Engine, Outcome, RunOptions, RunReport};
 
 const OKTA_TOKEN: &str = "demo-okta-token";
 const POSTMAN_KEY: &str = "demo-postman-key";

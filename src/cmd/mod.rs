@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::BootstrapError;
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError};
-use crate::sync::{Outcome, RunOptions};
 use crate::exit::Exit;
+use crate::sync::{Outcome, RunOptions};
 
 /// A command that could not do its job: what went wrong (and what to do), and the exit code it
 /// means. `main` prints it as `<label>: <message>` on stderr.

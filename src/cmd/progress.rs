@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use crate::sync::OpStatus;
-use crate::sync::Progress;
 use crate::sync::users::plan::Operation;
+use crate::sync::{OpStatus, Progress, ProgressSink};
 
 /// Off a terminal, a progress line at least this often while operations complete...
 pub const LOG_EVERY: Duration = Duration::from_secs(30);
@@ -69,9 +68,8 @@ impl DemoBar {
     }
 }
 
-/// The progress of one `reconcile` run. Its size comes from the engine's `planned` log event
-/// (through [`crate::telemetry::on_plan_size`]): until the plan is known, a terminal shows a
-/// spinner with a count, and no progress line is logged.
+/// The progress of one `reconcile` run. Its size comes from the engine's
+/// [`ProgressSink::planned`]: until the plan is known, nothing is drawn or logged.
 pub struct RunProgress {
     bar: Option<ProgressBar>,
     state: Arc<LogState>,
@@ -101,39 +99,51 @@ impl RunProgress {
             crate::telemetry::set_progress_bar(Some(bar.clone()));
             bar
         });
-        let (sink_bar, sink_state) = (bar.clone(), Arc::clone(&state));
-        crate::telemetry::on_plan_size(Some(Arc::new(move |total: u64| {
-            sink_state.total.store(total, Ordering::Relaxed);
-            *sink_state
-                .started
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-            if let Some(bar) = &sink_bar {
-                bar.set_length(total);
-                bar.reset_eta();
-            }
-        })));
         Self { bar, state }
     }
 
-    /// The engine's per-operation callback.
-    pub fn callback(&self) -> Progress {
-        let (bar, state) = (self.bar.clone(), Arc::clone(&self.state));
-        Arc::new(move |_: &Operation, _: &OpStatus| {
-            let done = state.done.fetch_add(1, Ordering::Relaxed) + 1;
-            match &bar {
-                Some(bar) => bar.set_position(done),
-                None => state.maybe_log(done, Instant::now()),
-            }
+    /// What the engine reports to.
+    pub fn sink(&self) -> Progress {
+        Arc::new(RunSink {
+            bar: self.bar.clone(),
+            state: Arc::clone(&self.state),
         })
     }
 
     /// Removes the bar (the report follows on stdout) and the hooks.
     pub fn finish(self) {
-        crate::telemetry::on_plan_size(None);
         crate::telemetry::set_progress_bar(None);
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
+        }
+    }
+}
+
+struct RunSink {
+    bar: Option<ProgressBar>,
+    state: Arc<LogState>,
+}
+
+impl ProgressSink for RunSink {
+    fn planned(&self, total: usize) {
+        let total = total as u64;
+        self.state.total.store(total, Ordering::Relaxed);
+        *self
+            .state
+            .started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+            bar.reset_eta();
+        }
+    }
+
+    fn done(&self, _: &Operation, _: &OpStatus) {
+        let done = self.state.done.fetch_add(1, Ordering::Relaxed) + 1;
+        match &self.bar {
+            Some(bar) => bar.set_position(done),
+            None => self.state.maybe_log(done, Instant::now()),
         }
     }
 }

@@ -12,8 +12,8 @@ use super::progress::RunProgress;
 use super::{cancel_on_signals, load_config, print_json, CliError};
 use crate::bootstrap;
 use crate::cli::OutputFormat;
-use crate::sync::RunOptions;
 use crate::exit::Exit;
+use crate::sync::RunOptions;
 
 pub async fn run(
     config_path: &Path,
@@ -25,10 +25,7 @@ pub async fn run(
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());
     let progress = RunProgress::start();
-    let report = app
-        .engine
-        .run(opts, &cancel, Some(progress.callback()))
-        .await;
+    let report = app.engine.run(opts, &cancel, Some(progress.sink())).await;
     progress.finish();
     match output {
         OutputFormat::Json => print_json(&report),

@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::sync::Engine;
 use crate::retry::RetryPolicy;
+use crate::sync::Engine;
 use http::{AppState, StatusToken};
 use schedule::{engine_runner, scheduler, DaemonState, Runner, SchedulerLimits};
 

@@ -53,8 +53,24 @@ pub struct RunOptions {
     pub allow_deactivations: Option<usize>,
 }
 
-/// Called after each user operation is carried out (progress display).
-pub type Progress = Arc<dyn Fn(&Operation, &OpStatus) + Send + Sync>;
+/// Watches a run's user writes (a progress display, the daemon's stuck-run watch).
+pub trait ProgressSink: Send + Sync {
+    /// The plan passed the guards and its writes begin: `total` user operations follow, each
+    /// reported to [`ProgressSink::done`]. Not called for dry or refused runs.
+    fn planned(&self, _total: usize) {}
+    /// One user operation was carried out (or not: its status says).
+    fn done(&self, op: &Operation, status: &OpStatus);
+}
+
+/// A closure is a sink that only counts operations.
+impl<F: Fn(&Operation, &OpStatus) + Send + Sync> ProgressSink for F {
+    fn done(&self, op: &Operation, status: &OpStatus) {
+        self(op, status)
+    }
+}
+
+/// What [`Engine::run`] reports progress to.
+pub type Progress = Arc<dyn ProgressSink>;
 
 /// The engine owns the clients and the store for the life of the process.
 pub struct Engine {
@@ -564,9 +580,15 @@ impl Engine {
             max_in_flight: self.config.postman.max_in_flight,
             cancel: cancel.clone(),
         };
-        let noop: Progress = Arc::new(|_: &Operation, _: &OpStatus| {});
-        let progress = progress.unwrap_or(noop);
-        let (statuses, fatal) = applier.apply(&plan, &*progress).await;
+        if let Some(p) = &progress {
+            p.planned(plan.operations.len());
+        }
+        let on_done = |op: &Operation, status: &OpStatus| {
+            if let Some(p) = &progress {
+                p.done(op, status);
+            }
+        };
+        let (statuses, fatal) = applier.apply(&plan, &on_done).await;
         if record(report, &plan.operations, statuses) {
             report.raise(Outcome::Partial);
         }

@@ -97,6 +97,12 @@ impl std::fmt::Display for OpState {
     }
 }
 
+impl PartialEq<&str> for OpState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// One operation in a report. `user_name` holds a group's displayName for group operations.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OpReport {

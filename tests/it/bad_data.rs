@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::canned::{canned_engine, Canned, CannedServer};
 use common::World;
-use okta_postman_sync::engine::Outcome;
 use okta_postman_sync::store::Store;
+use okta_postman_sync::sync::Outcome;
 use okta_postman_sync_sim::faults::FaultConfig;
 
 fn malformed_only(seed: u64) -> FaultConfig {

@@ -476,10 +476,7 @@ async fn sigterm_during_a_slow_postman_write_stops_within_ten_seconds_and_the_jo
 {
     let w = World::new().await;
     w.okta_user("Ann", "Lee");
-    assert_eq!(
-        w.run().await.outcome,
-        okta_postman_sync::engine::Outcome::Ok
-    );
+    assert_eq!(w.run().await.outcome, okta_postman_sync::sync::Outcome::Ok);
     w.okta_user("Bob", "Ray");
     // Postman holds every answer for two minutes: the create of Bob is on the wire.
     w.postman.set_latency(std::time::Duration::from_secs(120));
@@ -503,7 +500,7 @@ async fn sigterm_during_a_slow_postman_write_stops_within_ten_seconds_and_the_jo
     let r = w.run().await;
     assert_eq!(
         r.outcome,
-        okta_postman_sync::engine::Outcome::Ok,
+        okta_postman_sync::sync::Outcome::Ok,
         "{:?}",
         r.errors
     );

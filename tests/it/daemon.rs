@@ -225,7 +225,7 @@ async fn sigterm_stops_the_daemon_promptly_with_exit_0_and_a_consistent_store() 
     let r = w.run().await;
     assert_eq!(
         r.outcome,
-        okta_postman_sync::engine::Outcome::Ok,
+        okta_postman_sync::sync::Outcome::Ok,
         "{:?}",
         r.errors
     );
@@ -615,7 +615,7 @@ async fn a_success_recorded_in_the_future_neither_makes_the_daemon_ready_nor_sto
         full,
         "a full run was due despite the 'last full run' of tomorrow"
     );
-    assert_eq!(outcome, okta_postman_sync::engine::Outcome::Failed);
+    assert_eq!(outcome, okta_postman_sync::sync::Outcome::Failed);
     let (code, body, _) = get_with(&format!("{}/readyz", d.url), None).await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("future"), "{body}");

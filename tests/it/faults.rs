@@ -12,7 +12,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::World;
-use okta_postman_sync::engine::Outcome;
+use okta_postman_sync::sync::Outcome;
 use okta_postman_sync_sim::faults::FaultConfig;
 use okta_postman_sync_sim::{OktaSimConfig, PostmanSimConfig};
 

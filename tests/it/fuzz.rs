@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 
 use common::canned::{canned_engine, Canned, CannedServer};
 use okta_postman_sync::config::{Config, ConfigError};
-use okta_postman_sync::engine::Engine;
 use okta_postman_sync::model::{ScimUserId, UserAttrs};
+use okta_postman_sync::sync::Engine;
 use proptest::prelude::*;
 
 const VALID: &str = r#"

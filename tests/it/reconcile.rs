@@ -4,9 +4,9 @@
 use crate::common;
 
 use common::World;
-use okta_postman_sync::engine::{Outcome, RunOptions};
-use okta_postman_sync::model::OktaUserId;
+use okta_postman_sync::model::{OktaUserId, OpKind, Subject};
 use okta_postman_sync::store::Store;
+use okta_postman_sync::sync::{Outcome, RunOptions};
 use okta_postman_sync_sim::faults::FaultConfig;
 use okta_postman_sync_sim::okta::OktaSimConfig;
 use okta_postman_sync_sim::postman::PostmanSimConfig;
@@ -421,8 +421,8 @@ async fn an_interrupted_create_that_cannot_be_resolved_holds_only_its_user() {
         let mut s = Store::open(&w.state_path()).expect("store");
         s.journal_intend(
             "crashed",
-            &OktaUserId::new(ann.as_str()),
-            "create",
+            &Subject::User(OktaUserId::new(ann.as_str())),
+            OpKind::Create,
             "ann.lee@example.com",
             "{}",
             chrono::Utc::now(),

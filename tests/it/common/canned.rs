@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use okta_postman_sync::bootstrap::build_engine;
 use okta_postman_sync::config::Config;
-use okta_postman_sync::engine::Engine;
 use okta_postman_sync::metrics::Metrics;
 use okta_postman_sync::retry::RetryPolicy;
 use okta_postman_sync::store::Store;
+use okta_postman_sync::sync::Engine;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};

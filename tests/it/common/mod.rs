@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use okta_postman_sync::bootstrap::build_engine;
 use okta_postman_sync::config::Config;
-use okta_postman_sync::engine::{Engine, RunOptions, RunReport};
 use okta_postman_sync::metrics::Metrics;
 use okta_postman_sync::retry::RetryPolicy;
 use okta_postman_sync::store::Store;
+use okta_postman_sync::sync::{Engine, RunOptions, RunReport};
 use okta_postman_sync_sim::okta::{FakeOkta, OktaSimConfig, UserSpec};
 use okta_postman_sync_sim::postman::{FakePostman, PostmanSimConfig, SimScimUser};
 use okta_postman_sync_sim::OktaUserId;

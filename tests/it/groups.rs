@@ -107,6 +107,74 @@ async fn first_push_creates_and_adopts_groups_and_a_second_run_changes_nothing()
 }
 
 #[tokio::test]
+async fn a_group_create_whose_answer_is_lost_after_it_happened_is_found_and_adopted() {
+    let (w, _, _, _) = world("").await;
+    // Engineering's POST /Groups reaches Postman, then the connection dies.
+    w.postman.lose_next_answer("POST", "/Groups", true);
+    let r = w.run().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
+    let names: Vec<String> = w
+        .postman
+        .groups()
+        .into_iter()
+        .map(|g| g.display_name)
+        .collect();
+    assert_eq!(names.len(), 2, "no duplicate group: {names:?}");
+    assert_eq!(members_of(&w, "Engineering"), set(&["ann.lee", "bob.ray"]));
+    let created = r
+        .operations
+        .iter()
+        .find(|o| o.op == "group_create" && o.user_name == "Engineering")
+        .expect("the create is reported");
+    assert!(created.reason.contains("adopted"), "{created:?}");
+}
+
+#[tokio::test]
+async fn a_group_create_whose_answer_is_lost_before_it_happened_is_sent_again_after_a_lookup() {
+    let (w, _, _, _) = world("").await;
+    // The connection dies before Postman acts: the lookup proves it, so it is safe to resend.
+    w.postman.lose_next_answer("POST", "/Groups", false);
+    let r = w.run().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
+    assert_eq!(w.postman.groups().len(), 2);
+    assert_eq!(members_of(&w, "Engineering"), set(&["ann.lee", "bob.ray"]));
+    assert_eq!(members_of(&w, "Sales"), set(&["cat.poe"]));
+}
+
+#[tokio::test]
+async fn an_interrupted_group_create_is_settled_by_the_next_runs_lookup() {
+    let (w, _, _, _) = world("").await;
+    assert_eq!(w.run().await.outcome, Outcome::Ok);
+    // A crash left a create of "Platform" open, and it had happened in Postman.
+    let platform = w.okta.add_group("Platform");
+    w.okta.assign_group(&platform).expect("assign");
+    w.postman
+        .add_group("Platform", &[])
+        .expect("the create had happened");
+    {
+        use okta_postman_sync::model::{OktaGroupId as Gid, OpKind, Subject};
+        let mut s = okta_postman_sync::store::Store::open(&w.state_path()).expect("store");
+        s.journal_intend(
+            "crashed",
+            &Subject::Group(Gid::new(platform.as_str())),
+            OpKind::GroupCreate,
+            "Platform",
+            "{}",
+            chrono::Utc::now(),
+        )
+        .expect("intend");
+    }
+    let r = w.run().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
+    assert_eq!(w.postman.groups().len(), 3, "not created twice");
+    assert!(ops(&r, "group_create").is_empty(), "{:?}", r.operations);
+    let store = okta_postman_sync::store::Store::open(&w.state_path()).expect("store");
+    assert!(store.journal_pending().expect("pending").is_empty());
+    let linked = store.group_snapshot().expect("groups");
+    assert!(linked.keys().any(|k| k.as_str() == platform.as_str()));
+}
+
+#[tokio::test]
 async fn membership_churn_and_a_rename_follow_okta() {
     let (w, [ann, bob, cat], eng, _) = world("").await;
     assert_eq!(w.run().await.outcome, Outcome::Ok);

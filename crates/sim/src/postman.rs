@@ -306,6 +306,9 @@ struct Inner {
     writes: Sliding,
     reads: Sliding,
     injector: FaultInjector,
+    /// One-shot disruptions for the next request with this method and path prefix
+    /// ([`FakePostman::lose_next_answer`]).
+    targeted_disruptions: Vec<(String, String, faults::Disruption)>,
     latency: Duration,
 }
 
@@ -343,6 +346,7 @@ impl FakePostman {
             writes: Sliding::new(config.writes_per_minute, config.rate_window),
             reads: Sliding::new(config.reads_per_minute, config.rate_window),
             injector: FaultInjector::new(config.faults.clone()),
+            targeted_disruptions: Vec::new(),
             latency: config.latency,
         };
         let mut shared_slot = None;
@@ -390,6 +394,17 @@ impl FakePostman {
     /// Replaces the fault mix (and reseeds the RNG) while the server runs.
     pub fn set_faults(&self, faults: FaultConfig) {
         lock(&self.shared.inner).injector = FaultInjector::new(faults);
+    }
+
+    /// The connection of the next `method` request whose path contains `path_part` is reset
+    /// before the answer arrives, after the request was `applied` or before it was: the client
+    /// cannot tell which (the ambiguous case a create must survive).
+    pub fn lose_next_answer(&self, method: &str, path_part: &str, applied: bool) {
+        lock(&self.shared.inner).targeted_disruptions.push((
+            method.to_string(),
+            path_part.to_string(),
+            faults::Disruption::Reset { applied },
+        ));
     }
 
     pub fn set_latency(&self, latency: Duration) {
@@ -922,7 +937,14 @@ async fn postman_middleware(
             match limited {
                 Err(secs) => Plan::Respond(too_many(config.retry_after.then_some(secs))),
                 Ok(()) => {
-                    let fault = inner.injector.roll();
+                    let path = req.uri().path();
+                    let targeted = inner.targeted_disruptions.iter().position(|(m, p, _)| {
+                        m == req.method().as_str() && path.contains(p.as_str())
+                    });
+                    let fault = match targeted {
+                        Some(i) => Some(Fault::Disrupt(inner.targeted_disruptions.remove(i).2)),
+                        None => inner.injector.roll(),
+                    };
                     if let Some(f) = fault {
                         inner.stats.requests.record_fault(f.kind());
                     }

@@ -42,6 +42,8 @@ use users::plan::{plan, Action, Carried, Operation, Policy};
 
 pub use outcome::{Counts, OpKind, OpReport, OpState, OpStatus, Outcome, RunReport};
 
+use outcome::NothingWritten;
+
 /// What the caller asks of one run.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -203,8 +205,8 @@ impl Engine {
         let span = tracing::info_span!("sync_run", run_id = %run_id);
         let clock = Instant::now();
         let started = Utc::now();
-        let mut report = RunReport::new(run_id.clone(), opts.dry_run, started);
-        self.run_inner(opts, cancel, progress, &mut report)
+        let (mut report, nothing_written) = RunReport::start(run_id.clone(), opts.dry_run, started);
+        self.run_inner(opts, cancel, progress, &mut report, nothing_written)
             .instrument(span.clone())
             .await;
         report.finished_at = Utc::now();
@@ -295,6 +297,7 @@ impl Engine {
         cancel: &CancellationToken,
         progress: Option<Progress>,
         report: &mut RunReport,
+        nothing_written: NothingWritten,
     ) {
         let now = report.started_at;
         // What we know from earlier runs.
@@ -530,7 +533,7 @@ impl Engine {
         // refused.
         if let Err(msg) = guard::check(&plan, group_plan.as_ref(), &missing_names) {
             tracing::warn!(guard = %msg, "refused by a safety guard");
-            report.refuse(msg);
+            report.refuse(&nothing_written, msg);
         }
         // A refused run and a dry run report the plan and stop here.
         if report.outcome == Outcome::Refused || opts.dry_run {
@@ -542,7 +545,8 @@ impl Engine {
             return;
         }
 
-        // ---- writes from here on --------------------------------------------------------
+        // ---- writes from here on: no refusal is possible after this line ------------------
+        drop(nothing_written);
         if full {
             let unmanaged: Vec<UnmanagedRecord> = plan
                 .unmanaged

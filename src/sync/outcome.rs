@@ -175,8 +175,23 @@ pub struct RunReport {
     pub finished_at: DateTime<Utc>,
 }
 
+/// Proof that a run has written nothing to Postman yet. It is made only with the run's report
+/// ([`RunReport::start`]), a refusal needs it, and the engine gives it up before its first
+/// write, so a refusal after a write cannot be written in code that compiles.
+#[derive(Debug)]
+pub(crate) struct NothingWritten(());
+
 impl RunReport {
-    pub(crate) fn new(run_id: String, dry_run: bool, started_at: DateTime<Utc>) -> Self {
+    /// A new report and the run's one [`NothingWritten`] proof.
+    pub(crate) fn start(
+        run_id: String,
+        dry_run: bool,
+        started_at: DateTime<Utc>,
+    ) -> (Self, NothingWritten) {
+        (Self::new(run_id, dry_run, started_at), NothingWritten(()))
+    }
+
+    fn new(run_id: String, dry_run: bool, started_at: DateTime<Utc>) -> Self {
         RunReport {
             run_id,
             dry_run,
@@ -203,9 +218,8 @@ impl RunReport {
         self.outcome = self.outcome.max(to);
     }
 
-    /// Records a guard's refusal. Only the guard step calls this, and only before the first
-    /// write of the run.
-    pub(crate) fn refuse(&mut self, why: String) {
+    /// Records a guard's refusal: only possible while nothing has been written.
+    pub(crate) fn refuse(&mut self, _: &NothingWritten, why: String) {
         self.refusal = Some(why);
         self.outcome = self.outcome.max(Outcome::Refused);
     }

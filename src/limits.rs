@@ -135,21 +135,6 @@ pub fn time_after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// `t - d` for a wall-clock time, saturating at chrono's range instead of panicking.
-pub fn time_before(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(d)
-        .ok()
-        .and_then(|d| t.checked_sub_signed(d))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
-/// A timestamp read back from our own database or a server, clipped so it is never after `now`:
-/// after the clock ran ahead and came back, a "last success" or "last full run" from the future
-/// must not make the daemon look fresh for hours, nor stop full runs.
-pub fn not_after(t: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
-    t.min(now)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,10 +189,6 @@ mod tests {
             time_after(now, Duration::from_secs(u64::MAX)),
             DateTime::<Utc>::MAX_UTC
         );
-        assert_eq!(
-            time_before(now, Duration::from_secs(u64::MAX)),
-            DateTime::<Utc>::MIN_UTC
-        );
         assert_eq!(until(DateTime::<Utc>::MAX_UTC, now, MAX_HINT), MAX_HINT);
         assert_eq!(
             until(DateTime::<Utc>::MIN_UTC, now, MAX_HINT),
@@ -215,6 +196,5 @@ mod tests {
         );
         let i = std::time::Instant::now();
         assert!(instant_after(i, Duration::from_secs(u64::MAX), MAX_HINT) >= i);
-        assert_eq!(not_after(DateTime::<Utc>::MAX_UTC, now), now);
     }
 }

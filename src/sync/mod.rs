@@ -546,7 +546,7 @@ impl Engine {
         }
 
         // ---- writes from here on: no refusal is possible after this line ------------------
-        drop(nothing_written);
+        nothing_written.spend();
         if full {
             let unmanaged: Vec<UnmanagedRecord> = plan
                 .unmanaged

@@ -181,6 +181,11 @@ pub struct RunReport {
 #[derive(Debug)]
 pub(crate) struct NothingWritten(());
 
+impl NothingWritten {
+    /// Gives the proof up: the run's writes begin.
+    pub(crate) fn spend(self) {}
+}
+
 impl RunReport {
     /// A new report and the run's one [`NothingWritten`] proof.
     pub(crate) fn start(

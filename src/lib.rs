@@ -8,14 +8,14 @@
 //! - [`limits`]: capped body reads and clamped durations from untrusted answers (both clients).
 //! - [`okta`]: hand-written Okta Management API client (paging, rate limits, wire types).
 //! - [`scim`]: Postman SCIM client (pacing, retries, SCIM errors, wire types).
-//! - [`groups`]: the pure group planner; [`groups_apply`]: its reads, executor and engine step.
 //! - The simulators of Okta and Postman are the workspace crate `okta-postman-sync-sim`
 //!   (`crates/sim/`): a dev-dependency, and behind the default-on `demo` feature for `demo`.
 //! - [`config`]: the TOML shape ([`config`]'s `raw`), secret sources, and the validated
 //!   [`config::Config`] holding the real types (mapping, auth scheme, schedule, client settings).
 //! - [`store`]: SQLite snapshot, write-ahead journal, quarantine, run history, single-writer lock.
-//! - [`plan`]: the pure planner and its safety guards.
-//! - [`apply`]: executes a plan with the journal; [`engine`]: one run end to end.
+//! - [`sync`]: one run end to end: [`sync::users`] and [`sync::groups`] side by side, each a
+//!   pure `plan` and an `apply` step, through one journalled write ([`sync::journal`]), the
+//!   guards over the whole plan ([`sync::guard`]) and the typed report ([`sync::outcome`]).
 //! - [`status`]: what the state database knows, read once for `status` and `/status`.
 //! - [`daemon`]: the long-running service: [`daemon::schedule`] and [`daemon::http`].
 //! - [`bootstrap`]: assembles the program from the config (secrets, clients, store, engine).

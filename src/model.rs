@@ -257,7 +257,7 @@ pub struct ManagedGroup {
 
 /// Case-insensitive key used to match Okta users to existing Postman members by userName.
 /// Postman's userName is an email address; email addresses are matched case-insensitively here
-/// because Postman does not document how it normalises case (postman-scim.md B5).
+/// because Postman does not document how it normalises case (docs/postman-scim.md#username-case).
 pub fn user_name_key(user_name: &str) -> String {
     user_name.trim().to_lowercase()
 }

@@ -40,7 +40,7 @@ pub fn init(level: &str, format: LogFormat) {
 }
 
 /// Tells systemd (`Type=notify`) that the daemon has started: the store is open and the HTTP
-/// endpoints are listening. See https://www.freedesktop.org/software/systemd/man/latest/sd_notify.html
+/// endpoints are listening. See <https://www.freedesktop.org/software/systemd/man/latest/sd_notify.html>
 pub fn notify_ready() {
     notify(sd_notify::NotifyState::Ready);
 }

@@ -1,5 +1,5 @@
-//! Configuration, converted once: [`raw`] is the TOML shape (serde, unknown keys rejected),
-//! [`secrets`] says where each secret comes from, and [`Config::validate`] turns the raw shape
+//! Configuration, converted once: `raw` is the TOML shape (serde, unknown keys rejected),
+//! `secrets` says where each secret comes from, and `Config::validate` turns the raw shape
 //! into a [`Config`] whose values are the types the program uses (the attribute mapping, the
 //! SCIM auth scheme, the parsed cron schedule, the client settings), so nothing downstream parses
 //! a setting again (ripgrep's `LowArgs` -> `HiArgs`). Every error names the key and says how to
@@ -70,9 +70,10 @@ pub enum LogFormat {
 /// How the daemon authenticates to Okta (`[okta] auth`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OktaAuthConfig {
-    /// `auth = "api_token"` (the default): an SSWS token (okta-api.md A4.1).
+    /// `auth = "api_token"` (the default): an SSWS token (docs/okta-api.md#api-tokens-ssws).
     ApiToken { token: SecretSource },
-    /// `auth = "oauth"`: an OAuth 2.0 service app with `private_key_jwt` (A4.2, A4.3).
+    /// `auth = "oauth"`: an OAuth 2.0 service app with `private_key_jwt`
+    /// (docs/okta-api.md#oauth-service-apps, #dpop).
     OAuth {
         client_id: String,
         private_key: SecretSource,

@@ -40,7 +40,6 @@ pub struct DaemonState {
     /// End of the last run whose outcome was `ok` (wall clock, for display; loaded from the
     /// store at startup). Readiness does not trust it blindly: see [`DaemonState::last_success_age`].
     pub last_success: Mutex<Option<DateTime<Utc>>>,
-    pub last_report: Mutex<Option<RunReport>>,
     /// Origin of the monotonic stamps below (milliseconds since `origin`, plus one; 0 = never).
     origin: Instant,
     beat_at: AtomicU64,
@@ -56,7 +55,6 @@ impl Default for DaemonState {
             running: AtomicBool::new(false),
             skipped_ticks: AtomicI64::new(0),
             last_success: Mutex::new(None),
-            last_report: Mutex::new(None),
             origin: Instant::now(),
             beat_at: AtomicU64::new(0),
             progress_at: AtomicU64::new(0),
@@ -284,7 +282,6 @@ pub fn spawn_supervised(
         match run.await {
             Ok(report) => {
                 state.finished(&report);
-                *state.last_report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
             }
             Err(e) => {
                 let why = if e.is_panic() {

@@ -4,19 +4,21 @@
 //! This module must never hold or print a credential: endpoints are paths only, and nothing here
 //! sees a request header.
 
-/// What Okta said about a failed call, beyond the status (okta-api.md A6).
+/// What Okta said about a failed call, beyond the status (docs/okta-api.md#errors).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApiErrorDetails {
-    /// Okta's `errorCode` (e.g. `E0000011`): the only field Okta supports for flow control (A6).
+    /// Okta's `errorCode` (e.g. `E0000011`): the only field Okta supports for flow control
+    /// (docs/okta-api.md#errors).
     pub error_code: Option<String>,
     /// Okta's `errorSummary`: for people, may change over time.
     pub error_summary: Option<String>,
     /// Okta's `errorId`: correlation id to quote to Okta support.
     pub error_id: Option<String>,
-    /// The `X-Okta-Request-Id` response header (A1): correlates with System Log events.
+    /// The `X-Okta-Request-Id` response header (docs/okta-api.md#conventions): correlates with
+    /// System Log events.
     pub request_id: Option<String>,
     /// The `error="…"` of a `WWW-Authenticate` header (e.g. `insufficient_scope`), sent by Okta
-    /// on bearer-token failures, sometimes with no JSON body at all (A6).
+    /// on bearer-token failures, sometimes with no JSON body at all (docs/okta-api.md#errors).
     pub www_authenticate_error: Option<String>,
     /// The `scope="…"` of that header: the scope an `insufficient_scope` answer asks for.
     pub www_authenticate_scope: Option<String>,
@@ -26,7 +28,7 @@ pub struct ApiErrorDetails {
 }
 
 /// What is wrong with an OAuth service-app setup, in terms an operator can act on
-/// (okta-api.md A4.2, A4.3, A6). `check` reports it.
+/// (docs/okta-api.md#oauth-service-apps, #dpop, #errors). `check` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OAuthProblem {
     /// The token endpoint does not know `client_id`.
@@ -50,8 +52,10 @@ pub enum OAuthProblem {
 impl OAuthProblem {
     /// Classifies an answer of the token endpoint. Okta's `error` codes are the OAuth ones;
     /// which `invalid_client` case it is can only be read from `error_description` (e.g.
-    /// "Invalid value for the `client_id` parameter", okta-oauth-openapi.yaml
-    /// OAuthError401InvalidClient_InvalidClientId), so that part is a best guess.
+    /// "Invalid value for the `client_id` parameter", example
+    /// `OAuthError401InvalidClient_InvalidClientId` of Okta's OAuth spec,
+    /// <https://github.com/okta/okta-management-openapi-spec/blob/fdda229e82940cf5af4611ad673ca6a27974e31b/dist/current/oauth-minimal.yaml>),
+    /// so that part is a best guess.
     pub fn from_token_error(status: u16, error: Option<&str>, description: Option<&str>) -> Self {
         let desc = description.unwrap_or("").to_ascii_lowercase();
         match error {
@@ -302,7 +306,7 @@ fn api_hint(status: u16, endpoint: &str, d: &ApiErrorDetails) -> Option<&'static
             "the service app lacks an admin role that may read the app (assign Read-only \
              Administrator)",
         ),
-        // okta-api.md A4.1: SSWS tokens expire after 30 days unused.
+        // SSWS tokens expire after 30 days unused (docs/okta-api.md#api-tokens-ssws).
         401 => Some("check the API token (expired after 30 days unused? revoked?)"),
         403 => Some(
             "the token's admin lacks read access to the app (needs Read-only Admin or app admin)",

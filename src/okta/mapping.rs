@@ -16,9 +16,11 @@ use crate::model::{DesiredUser, OktaUserId, UserAttrs};
 pub enum Source {
     /// `app.credentials.userName`: the app-specific username Okta keeps for the assignment.
     AppUserName,
-    /// `app.profile.<attr>`: the app user's profile (app-specific attributes, A2.1).
+    /// `app.profile.<attr>`: the app user's profile (app-specific attributes,
+    /// docs/okta-api.md#app-users).
     AppProfile(String),
-    /// `user.profile.<attr>`: the Okta user's profile (needs `expand=user`, A2.4).
+    /// `user.profile.<attr>`: the Okta user's profile (needs `expand=user`,
+    /// docs/okta-api.md#app-users).
     UserProfile(String),
 }
 
@@ -79,10 +81,10 @@ pub struct MappingError {
 /// - `given_name`: `app.profile.firstName`, then `user.profile.firstName`
 /// - `family_name`: `app.profile.lastName`, then `user.profile.lastName`
 ///
-/// A user whose userName resolves to nothing is skipped (reported, never deactivated for it).
-/// A name that resolves to nothing falls back, as a last resort, to the local part of the
-/// userName (before `@`), because Postman requires both names (postman-scim.md, "attributes
-/// required by Postman"); it is `""` only if that local part is empty too.
+/// A user whose userName resolves to nothing is skipped (reported, never deactivated for it). A
+/// name that resolves to nothing falls back, as a last resort, to the local part of the userName
+/// (before `@`), because Postman requires both names (docs/postman-scim.md#creating-a-user); it is
+/// `""` only if that local part is empty too.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttributeMapping {
     pub user_name: Vec<Source>,
@@ -132,12 +134,12 @@ impl AttributeMapping {
 
 /// Whether a person is entitled to an active Postman account, and why.
 ///
-/// Active iff the app-user status is ACTIVE or PROVISIONED (A2.1: ACTIVE is also the status of
-/// SSO-only assignments) and the Okta user status is not SUSPENDED, DEPROVISIONED or STAGED.
-/// LOCKED_OUT, PASSWORD_EXPIRED and RECOVERY keep access (the person is still entitled, they
-/// just have to sign in again, A2.4). Any status this code does not know is treated as not
-/// entitled. `user_status` is `None` when Okta did not embed the user; the app-user status
-/// alone decides then.
+/// Active iff the app-user status is ACTIVE or PROVISIONED (ACTIVE is also the status of SSO-only
+/// assignments: docs/okta-api.md#statuses) and the Okta user status is not SUSPENDED, DEPROVISIONED
+/// or STAGED. LOCKED_OUT, PASSWORD_EXPIRED and RECOVERY keep access (the person is still entitled,
+/// they just have to sign in again, docs/okta-api.md#statuses). Any status this code does not know
+/// is treated as not entitled. `user_status` is `None` when Okta did not embed the user; the
+/// app-user status alone decides then.
 pub fn entitlement(app_user_status: &str, user_status: Option<&str>) -> (bool, String) {
     let app = app_user_status.trim().to_ascii_uppercase();
     match app.as_str() {

@@ -1,13 +1,13 @@
-//! Hand-written client for the few Okta Management API reads the daemon needs: the users and
-//! groups assigned to one app, group members, and a `check` of the credentials
-//! (okta-api.md A2). It owns authentication, `Link` paging, rate-limit courtesy, retries and the
-//! conversion of Okta JSON into `model` types.
+//! Hand-written client for the few Okta Management API reads the daemon needs: the users and groups
+//! assigned to one app, group members, and a `check` of the credentials
+//! (docs/okta-api.md#app-users, #groups). It owns authentication, `Link` paging, rate-limit
+//! courtesy, retries and the conversion of Okta JSON into `model` types.
 //!
 //! It only reads: it must not write to Okta, decide what happens in Postman, or log errors it
 //! returns (the caller handles and logs them once). No credential (API token, OAuth private key,
 //! access token) ever appears in `Debug` output, logs or errors, and none is sent to any origin
-//! other than `org_url`. OAuth service apps (okta-api.md A4.2, A4.3) live in `oauth.rs`, the
-//! ring backend of their JWT signatures in `crates/jwt-ring/`.
+//! other than `org_url`. OAuth service apps (docs/okta-api.md#oauth-service-apps) live in
+//! `oauth.rs`, the ring backend of their JWT signatures in `crates/jwt-ring/`.
 
 mod error;
 mod mapping;
@@ -44,32 +44,35 @@ use crate::model::{OktaGroupId, OktaRead, OktaUserId};
 use crate::retry::{retry, Attempt, RetryPolicy};
 use ratelimit::{Decision, Limiter, RateHeaders};
 
-/// The `User-Agent` Okta asks integrations to send (okta-api.md A1).
+/// The `User-Agent` Okta asks integrations to send (docs/okta-api.md#conventions).
 const USER_AGENT: &str = concat!("okta-postman-sync/", env!("CARGO_PKG_VERSION"));
-/// Largest `limit` of `/apps/{id}/users` (A2, A3).
+/// Largest `limit` of `/apps/{id}/users` (docs/okta-api.md#page-size-limits).
 const MAX_APP_USERS_LIMIT: u32 = 500;
 /// How many times a page is fetched when its body is not JSON at all.
 const DECODE_ATTEMPTS: u32 = 3;
 /// Bound on the pages of one listing: 10,000 pages of 500 are far beyond any real org.
 const MAX_PAGES: usize = 10_000;
-/// Most items one page may hold. We ask for at most 500 (A2); 10,000 is the largest `limit`
-/// any Okta list endpoint documents. Without a bound, a page of 32 MiB of `{"id":"…"}` would
-/// become millions of skipped-user records, each with its reason.
+/// Most items one page may hold. We ask for at most 500 (docs/okta-api.md#page-size-limits); 10,000
+/// is the largest `limit` any Okta list endpoint documents. Without a bound, a page of 32 MiB of
+/// `{"id":"…"}` would become millions of skipped-user records, each with its reason.
 const MAX_ITEMS_PER_PAGE: usize = 10_000;
-/// Largest error body read (Okta's error objects are a few hundred bytes, A6): the status says
-/// enough when it is longer, and a 5xx that is retried never costs more than this per attempt.
+/// Largest error body read (Okta's error objects are a few hundred bytes, docs/okta-api.md#errors):
+/// the status says enough when it is longer, and a 5xx that is retried never costs more than this
+/// per attempt.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-/// `/apps/{id}/groups` allows 20..=200; `/groups/{id}/users` recommends 200 (A2).
+/// `limit` of `/apps/{id}/groups`, which allows 20..=200 (docs/okta-api.md#page-size-limits).
 const GROUPS_LIMIT: &str = "200";
+/// `limit` of `/groups/{id}/users`: the 200 Okta recommends (docs/okta-api.md#page-size-limits).
 const GROUP_USERS_LIMIT: &str = "200";
 
 /// How the client authenticates to Okta.
 #[derive(Clone, Debug)]
 pub enum OktaAuth {
-    /// An SSWS API token (okta-api.md A4.1), sent as `Authorization: SSWS <token>`.
+    /// An SSWS API token (docs/okta-api.md#api-tokens-ssws), sent as `Authorization: SSWS <token>`.
     ApiToken(SecretString),
-    /// An OAuth 2.0 service app (A4.2): client credentials with a `private_key_jwt` assertion,
-    /// `Authorization: Bearer <token>`, or `DPoP <token>` with a proof per request (A4.3).
+    /// An OAuth 2.0 service app (docs/okta-api.md#oauth-service-apps): client credentials with a
+    /// `private_key_jwt` assertion, `Authorization: Bearer <token>`, or `DPoP <token>` with a proof
+    /// per request (docs/okta-api.md#dpop).
     OAuth(OAuthSettings),
 }
 
@@ -81,11 +84,11 @@ pub struct OktaClientConfig {
     /// The id of the Postman app in Okta (`0oa...`).
     pub app_id: String,
     pub auth: OktaAuth,
-    /// Page size for app users: 1..=500 (500 saves calls, A3).
+    /// Page size for app users: 1..=500 (500 saves calls, docs/okta-api.md#app-users).
     pub page_limit: u32,
-    /// Never use more than this share of a rate-limit window: (0, 1]. Okta caps one token at
-    /// 50 % of a bucket by default (A5), so 0.5 leaves the rest for other integrations.
-    /// A pause lasts until the window's reset (+1 s, by the server's `Date`), at most
+    /// Never use more than this share of a rate-limit window: (0, 1]. Okta caps one token at 50 %
+    /// of a bucket by default (docs/okta-api.md#rate-limits), so 0.5 leaves the rest for other
+    /// integrations. A pause lasts until the window's reset (+1 s, by the server's `Date`), at most
     /// `retry.max_wait`.
     pub max_rate_share: f64,
     /// Per-request timeout.
@@ -96,8 +99,8 @@ pub struct OktaClientConfig {
     pub max_body_bytes: usize,
 }
 
-/// Default share of a rate-limit window: Okta caps one token at 50 % of a bucket (A5). The
-/// config's default too: written only here.
+/// Default share of a rate-limit window: Okta caps one token at 50 % of a bucket
+/// (docs/okta-api.md#rate-limits). The config's default too: written only here.
 pub const DEFAULT_MAX_RATE_SHARE: f64 = 0.5;
 /// Default per-request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -374,7 +377,7 @@ impl OktaClient {
             &["apps", &self.inner.app_id, "users"],
             &[("limit", "1"), ("expand", "user")],
         );
-        // 20 is the smallest limit /apps/{id}/groups accepts (A2).
+        // 20 is the smallest limit /apps/{id}/groups accepts (docs/okta-api.md#page-size-limits).
         let groups = self.url(&["apps", &self.inner.app_id, "groups"], &[("limit", "20")]);
         for url in [users, groups] {
             let fetched = self.get(&url).await?;
@@ -466,8 +469,8 @@ impl OktaClient {
         }
     }
 
-    /// Resolves a `rel="next"` target. It is used as given (opaque, A3), but only if it stays on
-    /// the org's origin: the token goes wherever the link points.
+    /// Resolves a `rel="next"` target. It is used as given (opaque, docs/okta-api.md#paging), but
+    /// only if it stays on the org's origin: the token goes wherever the link points.
     fn next_url(&self, current: &Url, raw: &str) -> Result<Url, OktaError> {
         let endpoint = current.path();
         let next = current.join(raw).map_err(|e| OktaError::BadNextLink {
@@ -491,7 +494,7 @@ impl OktaClient {
 
     /// One GET with courtesy pacing and retries; the body is left undecoded. With OAuth, a 401
     /// (the token expired early or was revoked) refreshes the token once and tries again
-    /// (okta-api.md C "Auth").
+    /// (docs/okta-api.md#oauth-service-apps).
     async fn get(&self, url: &Url) -> Result<Fetched, OktaError> {
         let bucket = ratelimit::bucket_key(url.path());
         let inner = &self.inner;
@@ -573,9 +576,9 @@ impl OktaClient {
             details.via_oauth = true;
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
-            // Wait until the window resets (Reset - Date + 1 s, capped; A5 and C). Okta sends
-            // no `Retry-After`, but a proxy in front of it may: used only without the
-            // rate-limit headers, clamped like them.
+            // Wait until the window resets (Reset - Date + 1 s, capped;
+            // docs/okta-api.md#rate-limits). Okta sends no `Retry-After`, but a proxy in front of
+            // it may: used only without the rate-limit headers, clamped like them.
             let wait = until_reset.or_else(|| retry_after(&headers, inner.retry.max_wait));
             if let Some(wait) = wait {
                 inner.metrics.rate_limit_wait("okta", wait.as_secs_f64());
@@ -962,7 +965,8 @@ fn transport_attempt(endpoint: &str, e: reqwest::Error) -> Attempt<OktaError> {
 }
 
 fn api_error(status: StatusCode, endpoint: &str, headers: &HeaderMap, body: &[u8]) -> OktaError {
-    // The body may be empty or not JSON (A6: bearer failures can carry only WWW-Authenticate).
+    // The body may be empty or not JSON (bearer failures can carry only WWW-Authenticate:
+    // docs/okta-api.md#errors).
     let parsed: wire::ErrorBody = serde_json::from_slice(body).unwrap_or_default();
     let header = |name: &str| {
         headers
@@ -1021,7 +1025,7 @@ fn auth_param(value: &str, name: &str) -> Option<String> {
 }
 
 /// The target of the first `rel="next"` link, looking at every `Link` header line and at every
-/// comma-separated link-value inside one (RFC 8288; okta-api.md A3 and C).
+/// comma-separated link-value inside one (RFC 8288; docs/okta-api.md#paging).
 fn next_link(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(LINK)

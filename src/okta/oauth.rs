@@ -1,7 +1,8 @@
-//! OAuth 2.0 service-app authentication for the Okta client (okta-api.md A4.2, A4.3): the
-//! client-credentials grant with a `private_key_jwt` client assertion, DPoP-bound tokens when the
-//! app requires them (or when forced), a cached access token refreshed before it expires, and the
-//! token endpoint's own rate limit (A5: 4 requests per second).
+//! OAuth 2.0 service-app authentication for the Okta client (docs/okta-api.md#oauth-service-apps,
+//! #dpop): the client-credentials grant with a `private_key_jwt` client assertion, DPoP-bound
+//! tokens when the app requires them (or when forced), a cached access token refreshed before it
+//! expires, and the token endpoint's own rate limit (4 requests per second,
+//! docs/okta-api.md#rate-limits).
 //!
 //! It owns the private key, the per-process DPoP key and the access token, and must never let
 //! any of them reach `Debug` output, logs or errors: errors carry only Okta's OAuth `error` and
@@ -37,19 +38,21 @@ use crate::limits;
 use crate::metrics::Metrics;
 use crate::retry::{retry, Attempt, RetryPolicy};
 
-/// The scopes requested when the config names none (okta-api.md A4.2, C "Auth"): the three reads
-/// the daemon makes. `okta.logs.read` is added only by features that read the System Log.
+/// The scopes requested when the config names none (docs/okta-api.md#oauth-service-apps): the three
+/// reads the daemon makes. `okta.logs.read` is added only by features that read the System Log.
 pub const DEFAULT_SCOPES: [&str; 3] = ["okta.apps.read", "okta.users.read", "okta.groups.read"];
 
-/// `client_assertion_type` of a `private_key_jwt` assertion (A4.2).
+/// `client_assertion_type` of a `private_key_jwt` assertion (docs/okta-api.md#oauth-service-apps).
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// Lifetime of a client assertion. Okta rejects one that expires more than an hour ahead (A4.2);
-/// a few minutes covers any clock skew and is single-use anyway (`jti`).
+/// Lifetime of a client assertion. Okta rejects one that expires more than an hour ahead
+/// (docs/okta-api.md#oauth-service-apps); a few minutes covers any clock skew and is single-use
+/// anyway (`jti`).
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(300);
-/// Refresh a token this long before it expires (C "Auth": `expires_in - 60 s`), or at half its
+/// Refresh a token this long before it expires (`expires_in - 60 s`), or at half its
 /// lifetime when it is shorter than two minutes.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
-/// Token requests per second: Okta's per-user limit on `/oauth2/v1/token` (A5).
+/// Token requests per second: Okta's per-user limit on `/oauth2/v1/token`
+/// (docs/okta-api.md#rate-limits).
 const TOKEN_REQUESTS_PER_SECOND: u32 = 4;
 /// Longest lifetime believed from `expires_in`. Okta's access tokens last an hour by default
 /// and at most a day (https://developer.okta.com/docs/guides/configure-access-policy/main/);
@@ -64,7 +67,7 @@ pub(super) const MIN_TOKEN_REUSE: Duration = Duration::from_secs(30);
 /// and a scope list), an error answer less.
 const MAX_TOKEN_BODY_BYTES: usize = 1024 * 1024;
 /// Requests in one token fetch: plain, then with a DPoP proof, then with a nonce, then with a
-/// rotated nonce (A4.3).
+/// rotated nonce (docs/okta-api.md#dpop).
 const MAX_CHALLENGES: usize = 4;
 
 /// The OAuth service app the client authenticates as.
@@ -112,7 +115,7 @@ pub(super) struct TokenSource {
 struct TokenState {
     current: Option<Cached>,
     generation: u64,
-    /// The last `dpop-nonce` the token endpoint gave (A4.3).
+    /// The last `dpop-nonce` the token endpoint gave (docs/okta-api.md#dpop).
     nonce: Option<String>,
 }
 
@@ -273,10 +276,11 @@ impl TokenSource {
         .await
     }
 
-    /// One token fetch, following Okta's DPoP challenges: `invalid_dpop_proof` (the app needs
-    /// DPoP) and `use_dpop_nonce` (send the nonce from the `dpop-nonce` header), A4.3. Each
-    /// request gets a fresh assertion and proof, as Okta's Go SDK does (A4.2). Returns the
-    /// latest nonce seen so later fetches start with it.
+    /// One token fetch, following Okta's DPoP challenges: `invalid_dpop_proof` (the app needs DPoP)
+    /// and `use_dpop_nonce` (send the nonce from the `dpop-nonce` header), docs/okta-api.md#dpop.
+    /// Each request gets a fresh assertion and proof, as Okta's Go SDK does
+    /// (docs/okta-api.md#oauth-service-apps). Returns the latest nonce seen so later fetches start
+    /// with it.
     async fn fetch_once(
         &self,
         http: &reqwest::Client,
@@ -428,7 +432,8 @@ impl TokenSource {
             Some(tt) if tt.eq_ignore_ascii_case("bearer") => false,
             _ => proofed,
         };
-        // Okta's tokens last an hour (A4.2); trust `expires_in` when present, within bounds.
+        // Okta's tokens last an hour (docs/okta-api.md#oauth-service-apps); trust `expires_in` when
+        // present, within bounds.
         let lifetime = token_lifetime(t.expires_in);
         Step::Done(Cached {
             token: SecretString::from(token),
@@ -441,7 +446,7 @@ impl TokenSource {
         })
     }
 
-    /// The signed client assertion (A4.2 claims table).
+    /// The signed client assertion (claims: docs/okta-api.md#oauth-service-apps).
     fn assertion(&self, now: u64) -> Result<String, OktaError> {
         let claims = assertion_claims(&self.client_id, self.token_url.as_str(), now);
         let mut header = Header::new(self.alg);
@@ -513,8 +518,8 @@ pub(super) fn assertion_claims(client_id: &str, token_url: &str, now: u64) -> As
 }
 
 /// Reads a PEM private key: RSA (PKCS#1 or PKCS#8) signs RS256, EC P-256 signs ES256 and P-384
-/// ES384 (A4.2 lists these algorithms). A trial signature proves the key works before it is
-/// needed.
+/// ES384 (Okta's algorithms: docs/okta-api.md#oauth-service-apps). A trial signature proves the key
+/// works before it is needed.
 fn load_private_key(pem: &SecretString) -> Result<(EncodingKey, Algorithm), OktaError> {
     install_crypto_provider();
     let bytes = pem.expose_secret().as_bytes();
@@ -547,7 +552,7 @@ fn unix_now() -> u64 {
         .unwrap_or_default()
 }
 
-/// `base64url(SHA-256(token))`, the `ath` claim (A4.3).
+/// `base64url(SHA-256(token))`, the `ath` claim (docs/okta-api.md#dpop).
 pub(super) fn access_token_hash(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(ring::digest::digest(
         &ring::digest::SHA256,
@@ -555,7 +560,8 @@ pub(super) fn access_token_hash(token: &str) -> String {
     ))
 }
 
-/// `htu`: the request URL without query or fragment (RFC 9449; A4.3, as Okta's Go SDK does).
+/// `htu`: the request URL without query or fragment (RFC 9449; docs/okta-api.md#dpop, as Okta's Go
+/// SDK does).
 pub(super) fn htu(url: &Url) -> String {
     let mut u = url.clone();
     u.set_query(None);
@@ -613,7 +619,8 @@ impl DpopKey {
     }
 
     /// A fresh proof for one request: `typ: dpop+jwt`, the public `jwk`, and `htm`, `htu`
-    /// (without query), `iat`, a unique `jti`, `ath` with a token, `nonce` when given (A4.3).
+    /// (without query), `iat`, a unique `jti`, `ath` with a token, `nonce` when given
+    /// (docs/okta-api.md#dpop).
     pub fn proof(
         &self,
         method: &str,

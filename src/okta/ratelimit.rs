@@ -1,6 +1,6 @@
 //! Courtesy rate limiting for Okta: reads the `X-Rate-Limit-*` headers of every response and
 //! keeps this client within a share of each rate-limit window, so the daemon never starves the
-//! other integrations that share Okta's buckets (okta-api.md A5, C "Rate limiting").
+//! other integrations that share Okta's buckets (docs/okta-api.md#rate-limits).
 //!
 //! Pure bookkeeping: callers pass the clock in (`Instant`, the server's `Date`) and do the
 //! sleeping themselves; this module never sleeps, sends or logs.
@@ -18,7 +18,7 @@ use reqwest::header::{HeaderMap, DATE};
 
 use crate::limits;
 
-/// The rate-limit headers of one response (A5).
+/// The rate-limit headers of one response (docs/okta-api.md#rate-limits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct RateHeaders {
     /// `X-Rate-Limit-Limit`: the ceiling of the current window (0 on concurrency 429s).
@@ -52,9 +52,9 @@ pub(super) fn server_date(h: &HeaderMap) -> Option<DateTime<Utc>> {
         .map(|d| d.with_timezone(&Utc))
 }
 
-/// How long until the window resets: `Reset - Date + 1 s`, measured against the server's clock
-/// so a skewed local clock does not matter (okta-api.md A5, as Okta's Go SDK does). The local
-/// clock is used only when the response has no `Date`. Never negative, at most `cap`.
+/// How long until the window resets: `Reset - Date + 1 s`, measured against the server's clock so a
+/// skewed local clock does not matter (docs/okta-api.md#rate-limits, as Okta's Go SDK does). The
+/// local clock is used only when the response has no `Date`. Never negative, at most `cap`.
 pub(super) fn reset_wait(
     reset: i64,
     server_now: Option<DateTime<Utc>>,
@@ -66,10 +66,10 @@ pub(super) fn reset_wait(
     Duration::from_secs(u64::try_from(secs).unwrap_or(0)).min(cap)
 }
 
-/// A guess at the Okta bucket a path counts against, used to keep one window per bucket.
-/// Okta's buckets are prefixes (A5: `/api/v1/apps/{id}` exactly is one bucket, everything below
-/// `/api/v1/apps/*` another); the real table is per org and not public any more, so the guess
-/// is coarse on purpose: endpoints that share a real bucket also share a key here.
+/// A guess at the Okta bucket a path counts against, used to keep one window per bucket. Okta's
+/// buckets are prefixes (docs/okta-api.md#rate-limits: `/api/v1/apps/{id}` exactly is one bucket,
+/// everything below `/api/v1/apps/*` another); the real table is per org and not public any more,
+/// so the guess is coarse on purpose: endpoints that share a real bucket also share a key here.
 pub(super) fn bucket_key(path: &str) -> String {
     let rest = path.trim_start_matches("/api/v1/");
     let mut segments = rest.split('/').filter(|s| !s.is_empty());
@@ -142,7 +142,8 @@ impl Limiter {
     /// Call with the headers of every response. `until_reset` is [`reset_wait`] for them.
     pub fn observe(&mut self, key: &str, h: RateHeaders, until_reset: Duration, now: Instant) {
         if h.limit == 0 {
-            // A concurrency 429 (A5): says nothing about the window; the 429 path waits.
+            // A concurrency 429 (docs/okta-api.md#rate-limits): says nothing about the window; the
+            // 429 path waits.
             return;
         }
         match self.windows.get_mut(key) {

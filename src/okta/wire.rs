@@ -1,8 +1,8 @@
 //! Serde shapes of the Okta JSON this client reads. They are private to `okta` and converted to
 //! `model` types at the boundary (mapping.rs, mod.rs); nothing outside the client sees them.
 //!
-//! Okta adds properties over time and may omit null ones (okta-api.md A1, A8.5), and its status
-//! enums keep growing (C, "Serde"): so no `deny_unknown_fields`, every field is an `Option` with
+//! Okta adds properties over time and may omit null ones, and its status enums keep growing
+//! (docs/okta-api.md#conventions): so no `deny_unknown_fields`, every field is an `Option` with
 //! `#[serde(default)]`, and statuses are plain strings judged by `mapping::entitlement`.
 
 use std::cell::Cell;
@@ -21,9 +21,9 @@ pub(super) type Profile = Map<String, Value>;
 /// hundred values; 100,000 bounds one item at a few megabytes.
 pub(super) const MAX_ITEM_VALUES: usize = 100_000;
 
-/// One item of `GET /api/v1/apps/{appId}/users?expand=user` (okta-api.md A2.1). Its `id` (the
-/// Okta **user** id, not an assignment id) is read from the raw item before this shape, so that
-/// an item of the wrong shape can still be reported by id.
+/// One item of `GET /api/v1/apps/{appId}/users?expand=user` (docs/okta-api.md#app-users). Its `id`
+/// (the Okta **user** id, not an assignment id) is read from the raw item before this shape, so
+/// that an item of the wrong shape can still be reported by id.
 #[derive(Debug, Deserialize)]
 pub(super) struct AppUser {
     /// `AppUserStatus`: ACTIVE, PROVISIONED, STAGED, INACTIVE, ... (kept as text).
@@ -76,12 +76,12 @@ pub(super) struct AppUserCredentials {
 
 #[derive(Debug, Deserialize)]
 pub(super) struct AppUserEmbedded {
-    /// Present with `expand=user` (A2).
+    /// Present with `expand=user` (docs/okta-api.md#app-users).
     #[serde(default)]
     pub user: Option<User>,
 }
 
-/// An Okta `User` (A2.4), as embedded in app users.
+/// An Okta `User` (docs/okta-api.md#statuses), as embedded in app users.
 #[derive(Debug, Deserialize)]
 pub(super) struct User {
     /// `UserStatus`: ACTIVE, SUSPENDED, DEPROVISIONED, ... (kept as text).
@@ -91,8 +91,8 @@ pub(super) struct User {
     pub profile: Option<Profile>,
 }
 
-/// One item of `GET /api/v1/apps/{appId}/groups?expand=group` (A2.2). Its `id`, the group id,
-/// is read from the raw item.
+/// One item of `GET /api/v1/apps/{appId}/groups?expand=group` (docs/okta-api.md#groups). Its `id`,
+/// the group id, is read from the raw item.
 #[derive(Debug, Deserialize)]
 pub(super) struct GroupAssignment {
     #[serde(default, rename = "_embedded")]
@@ -105,7 +105,7 @@ pub(super) struct GroupAssignmentEmbedded {
     pub group: Option<Group>,
 }
 
-/// An Okta `Group` (A2.3).
+/// An Okta `Group` (docs/okta-api.md#groups).
 #[derive(Debug, Deserialize)]
 pub(super) struct Group {
     #[serde(default)]
@@ -129,7 +129,8 @@ pub(super) struct Application {
     pub name: Option<String>,
 }
 
-/// Okta's error body (A6). Any field may be missing; the body may be empty or not JSON at all.
+/// Okta's error body (docs/okta-api.md#errors). Any field may be missing; the body may be empty or
+/// not JSON at all.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct ErrorBody {
     #[serde(default, rename = "errorCode")]
@@ -140,8 +141,9 @@ pub(super) struct ErrorBody {
     pub error_id: Option<String>,
 }
 
-/// The token endpoint's answer (okta-api.md A4.2): `{"token_type":"Bearer","expires_in":3600,
-/// "access_token":"…","scope":"…"}`, or `"token_type":"DPoP"` for DPoP-bound tokens (A4.3).
+/// The token endpoint's answer (docs/okta-api.md#oauth-service-apps):
+/// `{"token_type":"Bearer","expires_in":3600, "access_token":"…","scope":"…"}`, or
+/// `"token_type":"DPoP"` for DPoP-bound tokens (docs/okta-api.md#dpop).
 #[derive(Default, Deserialize)]
 pub(super) struct TokenResponse {
     #[serde(default)]

@@ -88,7 +88,7 @@ fn hint_suffix(status: u16) -> String {
 }
 
 fn hint_for(status: u16) -> Option<&'static str> {
-    // postman-scim.md A1, A7: the documented 401 and 403 causes.
+    // The documented 401 and 403 causes (docs/postman-scim.md#the-api-key, #errors).
     match status {
         401 => Some(
             "Postman rejected the SCIM API key. Check that SCIM provisioning is enabled for the \
@@ -102,7 +102,8 @@ fn hint_for(status: u16) -> Option<&'static str> {
     }
 }
 
-/// Statuses worth another attempt for an idempotent request (postman-scim.md A7, A8).
+/// Statuses worth another attempt for an idempotent request (docs/postman-scim.md#errors,
+/// #rate-limits).
 pub(crate) fn is_retryable_status(status: u16) -> bool {
     matches!(status, 429 | 500 | 502 | 503 | 504)
 }

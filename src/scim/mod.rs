@@ -2,14 +2,15 @@
 //! rename), groups (list, look up, create, rename, add/remove members, delete) and the
 //! credential check, with proactive pacing (`pacing`), the shared retry loop (`crate::retry`),
 //! typed errors (`error`) and private wire types (`wire`). It sends the documented bodies
-//! (postman-scim.md A4, A5) in their RFC-strict form where Postman is silent (a PUT carries every
+//! (docs/postman-scim.md) in their RFC-strict form where Postman is silent (a PUT carries every
 //! attribute the product owns; members are removed by filter path, with a remembered fallback to
 //! a value list) and returns domain types from `crate::model`. It trusts no answer: redirects
 //! are errors, bodies are read with a cap, and header values are clamped.
 //!
 //! It must not decide what to change (that is the planner's job), must never send a user DELETE
-//! (Postman has none: A3), must never retry a POST that may have reached Postman, must never
-//! follow a redirect, and must never let the API key reach a log, a `Debug` string or an error.
+//! (Postman has none: docs/postman-scim.md#endpoints-used), must never retry a POST that may have
+//! reached Postman, must never follow a redirect, and must never let the API key reach a log, a
+//! `Debug` string or an error.
 
 mod error;
 mod pacing;
@@ -41,13 +42,14 @@ use error::{is_non_idempotent, is_retryable_status};
 use pacing::{Bucket, Pacer};
 use wire::escape_filter_value;
 
-/// The base URL Postman tells IdPs to use (postman-scim.md A2).
+/// The base URL Postman tells IdPs to use (docs/postman-scim.md#base-url-and-authentication).
 pub const DEFAULT_BASE_URL: &str = "https://api.getpostman.com/scim/v2";
 
 /// How many times a GET is sent when its answer does not decode.
 const DECODE_ATTEMPTS: u32 = 3;
 
-/// SCIM page size: Postman's default and its advertised `filter.maxResults` (A4.2, B3).
+/// SCIM page size: Postman's default and its advertised `filter.maxResults`
+/// (docs/postman-scim.md#listing-and-filtering, #page-size).
 const PAGE_SIZE: u64 = 100;
 
 /// Most of an error (non-2xx) body that is read: enough for any SCIM error's `detail`, so a
@@ -60,7 +62,7 @@ const MAX_PAGES: u32 = 10_000;
 /// Most members changed by one group PATCH.
 const MEMBER_CHUNK: usize = 100;
 
-/// How the key goes into the `Authorization` header (postman-scim.md A2, B1).
+/// How the key goes into the `Authorization` header (docs/postman-scim.md#bearer-prefix).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AuthScheme {
     /// The key is the whole header value: what Postman's own clients send.
@@ -77,9 +79,10 @@ pub struct ScimClientConfig {
     pub base_url: Url,
     pub api_key: SecretString,
     pub auth_scheme: AuthScheme,
-    /// POST, PUT, PATCH and DELETE per minute (Postman allows 180: A8).
+    /// POST, PUT, PATCH and DELETE per minute (Postman allows 180:
+    /// docs/postman-scim.md#rate-limits).
     pub writes_per_minute: u32,
-    /// GET per minute (Postman allows 300: A8).
+    /// GET per minute (Postman allows 300: docs/postman-scim.md#rate-limits).
     pub reads_per_minute: u32,
     /// Per request.
     pub timeout: Duration,
@@ -89,10 +92,10 @@ pub struct ScimClientConfig {
     pub max_body_bytes: usize,
 }
 
-/// Postman's per-team write limit (A8), the default pace. The config's default too: written
-/// only here.
+/// Postman's per-team write limit (docs/postman-scim.md#rate-limits), the default pace. The
+/// config's default too: written only here.
 pub const DEFAULT_WRITES_PER_MINUTE: u32 = 180;
-/// Postman's per-team read limit (A8), the default pace.
+/// Postman's per-team read limit (docs/postman-scim.md#rate-limits), the default pace.
 pub const DEFAULT_READS_PER_MINUTE: u32 = 300;
 /// Default per-request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -117,7 +120,7 @@ impl ScimClientConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CreateOutcome {
     Created(PostmanUser),
-    /// 409 `uniqueness` (A4.3, A7): look the user up and reconcile.
+    /// 409 `uniqueness` (docs/postman-scim.md#creating-a-user): look the user up and reconcile.
     AlreadyExists {
         detail: String,
     },
@@ -127,7 +130,7 @@ pub enum CreateOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupCreateOutcome {
     Created(PostmanGroup),
-    /// 409 `uniqueness` (A5): look the group up and reconcile.
+    /// 409 `uniqueness` (docs/postman-scim.md#groups): look the group up and reconcile.
     AlreadyExists {
         detail: String,
     },
@@ -291,16 +294,17 @@ impl ScimClient {
     // -----------------------------------------------------------------------------------------
     // Users
 
-    /// Lists every team member (active or not: A4.2), in pages of 100 by `startIndex`/`count`,
-    /// calling `on_user` for each. Returns how many were listed.
+    /// Lists every team member (active or not: docs/postman-scim.md#listing-and-filtering), in
+    /// pages of 100 by `startIndex`/`count`, calling `on_user` for each. Returns how many were
+    /// listed.
     pub async fn list_users(&self, mut on_user: impl FnMut(PostmanUser)) -> Result<u64, ScimError> {
         self.list_pages("Users", None, |u: wire::User| on_user(u.into()))
             .await
     }
 
-    /// Looks a member up by `userName` (their email). Postman's filter is case-sensitive (A4.2,
-    /// B5), so: the exact value first, then, if it has upper case and nothing matched, the
-    /// lowercased value; matches are compared case-insensitively here.
+    /// Looks a member up by `userName` (their email). Postman's filter is case-sensitive
+    /// (docs/postman-scim.md#username-case), so: the exact value first, then, if it has upper case
+    /// and nothing matched, the lowercased value; matches are compared case-insensitively here.
     pub async fn find_user_by_name(
         &self,
         user_name: &str,
@@ -326,8 +330,9 @@ impl ScimClient {
         Ok(None)
     }
 
-    /// `POST /Users` (A4.3). Not retried once it may have reached Postman: such failures are
-    /// `is_ambiguous()` and the caller must look the user up before trying again.
+    /// `POST /Users` (docs/postman-scim.md#creating-a-user). Not retried once it may have reached
+    /// Postman: such failures are `is_ambiguous()` and the caller must look the user up before
+    /// trying again.
     pub async fn create_user(
         &self,
         attrs: &UserAttrs,
@@ -353,11 +358,11 @@ impl ScimClient {
         }
     }
 
-    /// `PUT /Users/{id}` (A4.4) with every attribute `create_user` sends (`userName`, `name`,
-    /// `externalId`, `active`), every time: a PUT is a full replace
-    /// (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1>), Postman's reading is not
-    /// documented (B12), and an attribute left out may be cleared. `external_id` must be the
-    /// value sent on create (the Okta user id).
+    /// `PUT /Users/{id}` (docs/postman-scim.md#replacing-a-user-put) with every attribute
+    /// `create_user` sends (`userName`, `name`, `externalId`, `active`), every time: a PUT is a
+    /// full replace (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1>), Postman's reading is
+    /// not documented (docs/postman-scim.md#put-semantics), and an attribute left out may be
+    /// cleared. `external_id` must be the value sent on create (the Okta user id).
     pub async fn replace_user(
         &self,
         id: &ScimUserId,
@@ -378,8 +383,9 @@ impl ScimClient {
         check_write_reply(Verb::Put, "/Users", &reply)
     }
 
-    /// `PATCH /Users/{id}` replacing `active` (A4.5: no path, the value is an object).
-    /// `false` removes the member from the team; `true` brings them back (A9).
+    /// `PATCH /Users/{id}` replacing `active` (no path, the value is an object:
+    /// docs/postman-scim.md#patching-a-user). `false` removes the member from the team; `true`
+    /// brings them back (docs/postman-scim.md#deactivation-and-reactivation).
     pub async fn set_active(&self, id: &ScimUserId, active: bool) -> Result<(), ScimError> {
         let op = wire::PatchOp::one("replace", None, json!({ "active": active }));
         let reply = self
@@ -388,7 +394,8 @@ impl ScimClient {
         check_write_reply(Verb::Patch, "/Users", &reply)
     }
 
-    /// `PATCH /Users/{id}` replacing `userName` (A4.5; verified domains only: A4.4).
+    /// `PATCH /Users/{id}` replacing `userName` (verified domains only:
+    /// docs/postman-scim.md#patching-a-user).
     pub async fn set_user_name(&self, id: &ScimUserId, user_name: &str) -> Result<(), ScimError> {
         let op = wire::PatchOp::one("replace", Some("userName"), json!(user_name));
         let reply = self
@@ -397,7 +404,7 @@ impl ScimClient {
         check_write_reply(Verb::Patch, "/Users", &reply)
     }
 
-    /// `GET /Users/{id}`; `None` when Postman says 404 (not a member: A7).
+    /// `GET /Users/{id}`; `None` when Postman says 404 (not a member: docs/postman-scim.md#errors).
     pub async fn get_user(&self, id: &ScimUserId) -> Result<Option<PostmanUser>, ScimError> {
         match self
             .send::<()>(Verb::Get, &["Users", id.as_str()], None, None)
@@ -424,7 +431,8 @@ impl ScimClient {
             .await
     }
 
-    /// Looks a group up by its exact `displayName` (the only group filter: A5).
+    /// Looks a group up by its exact `displayName` (the only group filter:
+    /// docs/postman-scim.md#groups).
     pub async fn find_group_by_name(
         &self,
         display_name: &str,
@@ -440,7 +448,7 @@ impl ScimClient {
         Ok(found)
     }
 
-    /// `POST /Groups` (A5). Same retry rules as `create_user`.
+    /// `POST /Groups` (docs/postman-scim.md#groups). Same retry rules as `create_user`.
     pub async fn create_group(
         &self,
         display_name: &str,
@@ -472,7 +480,8 @@ impl ScimClient {
         }
     }
 
-    /// `PATCH /Groups/{id}` replacing `{id, displayName}` (the documented rename: A5).
+    /// `PATCH /Groups/{id}` replacing `{id, displayName}` (the documented rename:
+    /// docs/postman-scim.md#groups).
     pub async fn rename_group(
         &self,
         id: &ScimGroupId,
@@ -488,8 +497,9 @@ impl ScimClient {
             .map(drop)
     }
 
-    /// Adds members with `{"op":"add","path":"members",...}` (B10), at most 100 per PATCH. On an
-    /// error, earlier chunks have been applied (adding is idempotent, so repeating is safe).
+    /// Adds members with `{"op":"add","path":"members",...}`
+    /// (docs/postman-scim.md#group-member-payloads), at most 100 per PATCH. On an error, earlier
+    /// chunks have been applied (adding is idempotent, so repeating is safe).
     pub async fn add_group_members(
         &self,
         id: &ScimGroupId,
@@ -508,7 +518,8 @@ impl ScimClient {
     }
 
     /// Removes members, at most 100 per PATCH, in the RFC 7644 §3.5.2.2 form: one `remove` per
-    /// member with the filter path `members[value eq "<id>"]` (Postman documents no form: B10).
+    /// member with the filter path `members[value eq "<id>"]` (Postman documents no
+    /// form: docs/postman-scim.md#group-member-payloads).
     /// A server that refuses it with a 400 about the path or the form is asked again with the
     /// value-list form (Entra's); if that works, it is used first from then on by this client
     /// and its clones (and the other way round, should that form later be refused). When both
@@ -576,9 +587,9 @@ impl ScimClient {
             .map(drop)
     }
 
-    /// `DELETE /Groups/{id}` (A5). A 404 means the group is already gone, which is the goal,
-    /// so it counts as success (this also makes a verified repeat after an ambiguous failure
-    /// harmless). Not blindly retried, like a POST.
+    /// `DELETE /Groups/{id}` (docs/postman-scim.md#groups). A 404 means the group is already gone,
+    /// which is the goal, so it counts as success (this also makes a verified repeat after an
+    /// ambiguous failure harmless). Not blindly retried, like a POST.
     pub async fn delete_group(&self, id: &ScimGroupId) -> Result<(), ScimError> {
         match self
             .send::<()>(Verb::Delete, &["Groups", id.as_str()], None, None)
@@ -596,7 +607,8 @@ impl ScimClient {
     // -----------------------------------------------------------------------------------------
     // Check
 
-    /// `GET /ServiceProviderConfig` (A6): the endpoint answers and returns a JSON object.
+    /// `GET /ServiceProviderConfig` (docs/postman-scim.md#discovery-endpoints): the endpoint
+    /// answers and returns a JSON object.
     pub async fn service_provider_config(&self) -> Result<(), ScimError> {
         let reply = self
             .send::<()>(Verb::Get, &["ServiceProviderConfig"], None, None)
@@ -606,7 +618,8 @@ impl ScimClient {
         Ok(())
     }
 
-    /// `GET /Users?count=1&startIndex=1`: the key can read team members (A11, Postman-CS check).
+    /// `GET /Users?count=1&startIndex=1`: the key can read team members (the check Postman's
+    /// customer-success client makes: docs/postman-scim.md#how-other-clients-call-it).
     pub async fn probe_users(&self) -> Result<(), ScimError> {
         let query = encode_query(&[("count", "1"), ("startIndex", "1")]);
         let reply = self
@@ -868,8 +881,8 @@ fn normalise_base(mut base: Url) -> Result<Url, ScimError> {
     Ok(base)
 }
 
-/// A 409 create conflict that means "already there" (A4.3, A5, A7): scimType `uniqueness`, or
-/// none at all. Any other 409 stays an error.
+/// A 409 create conflict that means "already there" (docs/postman-scim.md#creating-a-user):
+/// scimType `uniqueness`, or none at all. Any other 409 stays an error.
 fn conflict_detail(e: &ScimError) -> Option<String> {
     match e {
         ScimError::Http {
@@ -894,10 +907,10 @@ fn decode<T: DeserializeOwned>(verb: Verb, path: &str, reply: &Reply) -> Result<
     })
 }
 
-/// A PUT/PATCH answer is documented as the updated resource (A4.4, A4.5); an empty (204) or
-/// plain-text answer is tolerated. But an HTML page (a proxy's error page on a 200) or JSON that
-/// is cut off or not an object means we cannot tell that Postman applied the write: an error, so
-/// the snapshot is not changed and the (idempotent) write is repeated later.
+/// A PUT/PATCH answer is documented as the updated resource; an empty (204) or plain-text answer is
+/// tolerated (docs/postman-scim.md#empty-write-answers). But an HTML page (a proxy's error page on
+/// a 200) or JSON that is cut off or not an object means we cannot tell that Postman applied the
+/// write: an error, so the snapshot is not changed and the (idempotent) write is repeated later.
 fn check_write_reply(verb: Verb, path: &str, reply: &Reply) -> Result<(), ScimError> {
     let body = reply.body.trim_ascii_start();
     match body.first() {
@@ -922,11 +935,12 @@ fn check_write_reply(verb: Verb, path: &str, reply: &Reply) -> Result<(), ScimEr
     }
 }
 
-/// Whether a 400 answer to a member removal refuses the form of the request (so the other form
-/// may work) rather than its content: a `scimType` about the path, filter or value
-/// (<https://www.rfc-editor.org/rfc/rfc7644#section-3.12>), Postman's generic `invalidSyntax`
-/// for a body it does not accept (A7), or, without a `scimType`, a detail that talks about the
-/// form. A wrong guess costs one extra request: the other form is only remembered if it works.
+/// Whether a 400 answer to a member removal refuses the form of the request (so the other form may
+/// work) rather than its content: a `scimType` about the path, filter or value
+/// (<https://www.rfc-editor.org/rfc/rfc7644#section-3.12>), Postman's generic `invalidSyntax` for a
+/// body it does not accept (docs/postman-scim.md#errors), or, without a `scimType`, a detail that
+/// talks about the form. A wrong guess costs one extra request: the other form is only remembered
+/// if it works.
 fn refuses_removal_form(e: &ScimError) -> bool {
     let ScimError::Http {
         status: 400,
@@ -965,7 +979,7 @@ fn location_host(request: &Url, headers: &HeaderMap) -> Option<String> {
 
 /// A fully percent-encoded query string. Spaces become `%20` (not form-style `+`) and a literal
 /// `+` becomes `%2B`, so an address like `a+b@example.com` cannot turn into a space on the
-/// server (A4.2: "a `+` in an address must be encoded").
+/// server (docs/postman-scim.md#listing-and-filtering: a `+` in an address must be encoded).
 fn encode_query(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()

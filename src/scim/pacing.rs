@@ -1,6 +1,6 @@
-//! Proactive pacing of SCIM requests: two token buckets, one for writes (POST, PUT, PATCH,
-//! DELETE) and one for reads (GET), that every request waits on before it is sent, so a
-//! well-behaved run stays under Postman's per-team limits (postman-scim.md A8: 180 writes and 300
+//! Proactive pacing of SCIM requests: two token buckets, one for writes (POST, PUT, PATCH, DELETE)
+//! and one for reads (GET), that every request waits on before it is sent, so a well-behaved run
+//! stays under Postman's per-team limits (docs/postman-scim.md#rate-limits: 180 writes and 300
 //! reads per minute) and never sees a 429. This module only waits; it must not send anything or
 //! retry anything (429s that still happen are the retry loop's business).
 
@@ -28,7 +28,8 @@ impl Bucket {
         if method == "GET" {
             Bucket::Read
         } else {
-            // postman-scim.md A8 does not name DELETE; counting it as a write is the safe side.
+            // Postman's limits do not name DELETE; counting it as a write is the safe side
+            // (docs/postman-scim.md#rate-limit-headers-and-delete).
             Bucket::Write
         }
     }

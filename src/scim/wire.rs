@@ -1,4 +1,4 @@
-//! Postman SCIM JSON shapes (postman-scim.md A4-A7): request bodies exactly as documented and
+//! Postman SCIM JSON shapes (docs/postman-scim.md): request bodies exactly as documented and
 //! tolerant response types, converted to `crate::model` types at this boundary. Nothing here
 //! leaves the `scim` module, does I/O, or decides what to send.
 
@@ -16,7 +16,7 @@ pub(crate) const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:
 // ---------------------------------------------------------------------------------------------
 // Responses
 
-/// A SCIM ListResponse (postman-scim.md A4.2).
+/// A SCIM ListResponse (docs/postman-scim.md#listing-and-filtering).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", bound(deserialize = "T: Deserialize<'de>"))]
 pub(crate) struct ListResponse<T> {
@@ -37,7 +37,7 @@ pub(crate) struct Name {
     pub family_name: Option<String>,
 }
 
-/// A User resource (postman-scim.md A4.1).
+/// A User resource (docs/postman-scim.md#user-resource).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct User {
@@ -74,8 +74,8 @@ pub(crate) struct MemberRef {
     pub value: String,
 }
 
-/// A Group resource (postman-scim.md A5). `members` is `None` when the body had no such field
-/// (the documented PATCH response schema omits it).
+/// A Group resource (docs/postman-scim.md#groups). `members` is `None` when the body had no such
+/// field (the documented PATCH response schema omits it).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Group {
@@ -110,9 +110,9 @@ pub(crate) struct ErrorInfo {
 /// Longest snippet of a non-JSON error body we keep.
 const SNIPPET_CHARS: usize = 200;
 
-/// Reads an error body in any of the shapes Postman documents (postman-scim.md A6, A7): the SCIM
-/// error (`status` is a string), `{type,title,detail,status}`, `{error:{name,message}}`; anything
-/// else becomes a short snippet of the text.
+/// Reads an error body in any of the shapes Postman documents (docs/postman-scim.md#errors): the
+/// SCIM error (`status` is a string), `{type,title,detail,status}`, `{error:{name,message}}`;
+/// anything else becomes a short snippet of the text.
 pub(crate) fn parse_error_body(body: &[u8]) -> ErrorInfo {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
     if let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) {
@@ -176,7 +176,7 @@ impl<'a> From<&'a UserAttrs> for NameOut<'a> {
     }
 }
 
-/// `POST /Users` (postman-scim.md A4.3).
+/// `POST /Users` (docs/postman-scim.md#creating-a-user).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CreateUser<'a> {
@@ -187,10 +187,11 @@ pub(crate) struct CreateUser<'a> {
     pub active: bool,
 }
 
-/// `PUT /Users/{id}` (postman-scim.md A4.4): every attribute `CreateUser` sends, always. A PUT
-/// replaces the whole resource (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1>: omitted
-/// attributes may be cleared), and Postman does not document its reading (B12), so leaving one
-/// out could clear it; `externalId` is the one a rename used to lose.
+/// `PUT /Users/{id}` (docs/postman-scim.md#replacing-a-user-put): every attribute `CreateUser`
+/// sends, always. A PUT replaces the whole resource
+/// (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1>: omitted attributes may be cleared), and
+/// Postman does not document its reading (docs/postman-scim.md#put-semantics), so leaving one out
+/// could clear it; `externalId` is the one a rename used to lose.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ReplaceUser<'a> {
@@ -201,7 +202,7 @@ pub(crate) struct ReplaceUser<'a> {
     pub active: bool,
 }
 
-/// A SCIM PatchOp (postman-scim.md A4.5, A5).
+/// A SCIM PatchOp (docs/postman-scim.md, "Patching a user" and "Groups").
 #[derive(Debug, Serialize)]
 pub(crate) struct PatchOp {
     pub schemas: [&'static str; 1],
@@ -271,7 +272,7 @@ pub(crate) struct MemberOut<'a> {
     pub value: &'a str,
 }
 
-/// `POST /Groups` (postman-scim.md A5).
+/// `POST /Groups` (docs/postman-scim.md#groups).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CreateGroup<'a> {

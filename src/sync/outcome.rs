@@ -1,6 +1,6 @@
 //! What a run did, as one typed report: the operation kinds of users and groups in one enum, the
 //! state of each operation, the counts, and the run's [`Outcome`], which only ever gets worse
-//! through [`RunReport::raise`]. Text rendering, the JSON contract, the demo table and the metric
+//! through `RunReport::raise`. Text rendering, the JSON contract, the demo table and the metric
 //! labels all come from these enums, so a new kind is named once.
 //!
 //! Pure data: nothing here does I/O or decides what to change.
@@ -31,15 +31,6 @@ impl Outcome {
             Outcome::Partial => "partial",
             Outcome::Refused => "refused",
             Outcome::Failed => "failed",
-        }
-    }
-
-    /// The documented exit code: 0 converged, 1 failed or partial, 3 refused by a guard.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Outcome::Ok => 0,
-            Outcome::Partial | Outcome::Failed => 1,
-            Outcome::Refused => 3,
         }
     }
 }

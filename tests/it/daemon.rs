@@ -602,20 +602,27 @@ async fn a_success_recorded_in_the_future_neither_makes_the_daemon_ready_nor_sto
         ..FaultConfig::default()
     });
     let d = start(&w).await;
-    assert!(
-        eventually(15, || d.state.last_report.lock().unwrap().is_some()).await,
-        "a run finished"
-    );
-    let (full, outcome) = {
-        let r = d.state.last_report.lock().unwrap();
-        let r = r.as_ref().expect("report");
-        (r.full, r.outcome)
+    let state_path = w.state_path();
+    let finished_run = || {
+        Store::open_read_only(&state_path)
+            .ok()
+            .flatten()
+            .and_then(|s| s.last_runs(10).ok())
+            .and_then(|runs| {
+                runs.into_iter()
+                    .find(|r| r.run_id != "from-the-future" && r.finished_at.is_some())
+            })
     };
     assert!(
-        full,
+        eventually(15, || finished_run().is_some()).await,
+        "a run finished"
+    );
+    let run = finished_run().expect("a finished run");
+    assert!(
+        run.full,
         "a full run was due despite the 'last full run' of tomorrow"
     );
-    assert_eq!(outcome, okta_postman_sync::sync::Outcome::Failed);
+    assert_eq!(run.outcome.as_deref(), Some("failed"));
     let (code, body, _) = get_with(&format!("{}/readyz", d.url), None).await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("future"), "{body}");

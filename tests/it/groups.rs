@@ -245,7 +245,8 @@ async fn an_unassigned_group_is_deleted_with_delete_removed_and_the_dry_run_name
 {
     let (w, [_, _, cat], eng, sales) = world("\n[groups]\ndelete_removed = true\n").await;
     // Dan and Cat are assigned directly and are in Sales only: deleting Sales costs them their
-    // only group, which Postman may answer by deactivating them (A5).
+    // only group, which Postman may answer by deactivating them
+    // (docs/postman-scim.md#groups).
     let dan = w.okta_user("Dan", "Fox");
     w.okta.add_member(&sales, &dan).expect("member");
     assert_eq!(w.run().await.outcome, Outcome::Ok);

@@ -4,7 +4,7 @@
 //! account, no lost or extra write, and a snapshot that matches Postman.
 //!
 //! Seeded: the seed is printed, and `KILL_SEED` replays it. `KILL_USERS` (default 400) and
-//! `KILL_COUNT` (default 30) make the soak setting (see docs/fault-tolerance.md).
+//! `KILL_COUNT` (default 30) make the soak setting (see README.md, "Soak settings").
 
 use crate::common;
 

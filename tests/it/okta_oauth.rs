@@ -1,6 +1,6 @@
 //! End-to-end tests of OAuth service-app authentication (issue 8): the real engine, `check` and
 //! Okta client against the fake Okta's token endpoint, which verifies the client assertion and
-//! DPoP proofs with the registered public keys (okta-api.md A4.2, A4.3).
+//! DPoP proofs with the registered public keys (docs/okta-api.md#oauth-service-apps, #dpop).
 
 use crate::common;
 

@@ -4,15 +4,15 @@
 //! first served: the product (signing) and the Okta simulator (verifying) run in one process in
 //! tests and in `demo`, and must both install this same provider, while the simulator crate may
 //! not depend on the product. jsonwebtoken 10 leaves the choice of backend
-//! to the application (https://docs.rs/jsonwebtoken/10.4.0/jsonwebtoken/crypto/struct.CryptoProvider.html);
+//! to the application (<https://docs.rs/jsonwebtoken/10.4.0/jsonwebtoken/crypto/struct.CryptoProvider.html>);
 //! its two built-in ones are aws-lc-rs (a C library built with cc/cmake) and RustCrypto, whose
 //! `rsa` crate carries RUSTSEC-2023-0071 (the Marvin timing attack,
-//! https://rustsec.org/advisories/RUSTSEC-2023-0071.html) with no fixed release. ring signs RSA
+//! <https://rustsec.org/advisories/RUSTSEC-2023-0071.html>) with no fixed release. ring signs RSA
 //! in constant time and is already in the tree, so neither is needed.
 //!
 //! Only what the product and its simulator use is offered: RS256, ES256 and ES384 (the
 //! algorithms Okta accepts for `private_key_jwt` and DPoP,
-//! https://developer.okta.com/docs/api/openapi/okta-oauth/guides/client-auth/). Any other
+//! <https://developer.okta.com/docs/api/openapi/okta-oauth/guides/client-auth/>). Any other
 //! algorithm is an error, never a panic. It holds no key material of its own: keys stay in the
 //! caller's `EncodingKey`, which jsonwebtoken zeroizes on drop.
 

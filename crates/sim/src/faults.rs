@@ -23,7 +23,8 @@ pub struct FaultConfig {
     pub seed: u64,
     /// 429 with the service's usual retry hint (`Retry-After` / Okta's reset header).
     pub rate_429: f64,
-    /// 429 without `Retry-After` (Postman documents none for SCIM, postman-scim.md B14).
+    /// 429 without `Retry-After` (Postman documents none for SCIM,
+    /// docs/postman-scim.md#rate-limit-headers-and-delete).
     pub rate_429_no_retry_after: f64,
     pub rate_500: f64,
     pub rate_502: f64,
@@ -97,7 +98,7 @@ pub enum Rejection {
     ServerError(u16),
 }
 
-/// Faults on the wire, handled generically by [`disrupt`].
+/// Faults on the wire, handled generically by `disrupt`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Disruption {
     /// The response is held for `timeout_hold`. `applied`: the request took effect first.

@@ -2,8 +2,9 @@
 //! `127.0.0.1:0`. They are used by the product's unit and integration tests, the fault-injection
 //! suite, the benchmarks and the `demo` command, so there is one implementation for all of them.
 //! Each fake owns its state behind an `Arc<std::sync::Mutex<..>>` that is never held across an
-//! `.await`, mirrors the documented behaviour in `shared/reference/` (cited per behaviour), and
-//! can inject faults from a seeded RNG so runs replay.
+//! `.await`, mirrors the documented behaviour described in the workspace's `docs/postman-scim.md`
+//! and `docs/okta-api.md` (cited per behaviour), and can inject faults from a seeded RNG so runs
+//! replay.
 //!
 //! It is its own crate so that fakes stay out of the product: the product depends on it only as
 //! a dev-dependency and, for `demo`, through the default-on `demo` cargo feature. A release binary
@@ -170,8 +171,9 @@ fn parse_query(raw: Option<&str>) -> HashMap<String, String> {
 }
 
 /// Decodes `%XX` escapes, leaving `+` alone. Postman's filter examples percent-encode characters
-/// inside the quoted value (`taylor%2Dlee@example.com`, postman-scim.md A4.2), on top of the
-/// query string's own encoding, so the value is decoded once more after query parsing.
+/// inside the quoted value (`taylor%2Dlee@example.com`,
+/// docs/postman-scim.md#listing-and-filtering), on top of the query string's own encoding, so the
+/// value is decoded once more after query parsing.
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

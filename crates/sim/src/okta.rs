@@ -1,10 +1,11 @@
-//! A stateful fake of the parts of the Okta Management API the daemon reads (okta-api.md A2):
-//! one app, its app users (direct and group-derived), its group assignments, groups and their
-//! members, with SSWS auth, cursor paging through `Link` headers (A3), per-bucket rate limits
-//! with the `X-Rate-Limit-*` headers (A5), Okta's error bodies (A6), and injected faults. Tests
-//! and the demo change the org through the mutators on [`FakeOkta`]. It must stay read-only over
-//! HTTP (the daemon never writes to Okta) and must not share wire types with the product's `okta` module: it is
-//! an independent rendering of the documents, so the client's mistakes are not mirrored.
+//! A stateful fake of the parts of the Okta Management API the daemon reads (docs/okta-api.md): one
+//! app, its app users (direct and group-derived), its group assignments, groups and their members,
+//! with SSWS auth, cursor paging through `Link` headers (docs/okta-api.md#paging), per-bucket rate
+//! limits with the `X-Rate-Limit-*` headers (docs/okta-api.md#rate-limits), Okta's error bodies
+//! (docs/okta-api.md#errors), and injected faults. Tests and the demo change the org through the
+//! mutators on [`FakeOkta`]. It must stay read-only over HTTP (the daemon never writes to Okta) and
+//! must not share wire types with the product's `okta` module: it is an independent rendering of
+//! the documents, so the client's mistakes are not mirrored.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -35,14 +36,15 @@ const SERVICE: &str = "okta";
 pub struct OktaSimConfig {
     /// The id of the one app (the Postman app) this org has.
     pub app_id: String,
-    /// Accepted as `Authorization: SSWS <token>` (okta-api.md A4.1).
+    /// Accepted as `Authorization: SSWS <token>` (docs/okta-api.md#api-tokens-ssws).
     pub token: SecretString,
     /// A token that authenticates but lacks permission: every request gets 403 `E0000006`.
     pub no_permission_token: Option<SecretString>,
     /// Emit `self` and `next` in one comma-joined `Link` header instead of two header lines
-    /// (okta-api.md A3 documents separate lines; clients must accept both).
+    /// (Okta documents separate lines; clients must accept both: docs/okta-api.md#paging).
     pub comma_joined_links: bool,
-    /// Requests per window for the `/api/v1/apps*` bucket (historical default 100, A5).
+    /// Requests per window for the `/api/v1/apps*` bucket (historical default 100,
+    /// docs/okta-api.md#rate-limits).
     pub apps_limit_per_minute: u32,
     /// Requests per window for the `/api/v1/groups*` bucket.
     pub groups_limit_per_minute: u32,
@@ -52,7 +54,8 @@ pub struct OktaSimConfig {
     pub latency: Duration,
     pub faults: FaultConfig,
     /// Whether app users whose Okta user is DEPROVISIONED stay listed (with app-user status
-    /// INACTIVE). Okta does not say (okta-api.md B4), so both cases can be tested.
+    /// INACTIVE). Okta does not say
+    /// (docs/okta-api.md#which-app-users-are-listed), so both cases can be tested.
     pub deactivated_users_listed: bool,
     /// Seed for generated ids, so a run's ids replay.
     pub seed: u64,
@@ -148,8 +151,8 @@ struct SimGroup {
     members: BTreeSet<String>,
 }
 
-/// The app user record. Okta keeps its own copy of the username and app profile per
-/// assignment (okta-api.md A2.1); the mutators keep them in step the way a profile push would.
+/// The app user record. Okta keeps its own copy of the username and app profile per assignment
+/// (docs/okta-api.md#app-users); the mutators keep them in step the way a profile push would.
 struct AppAssignment {
     status: String,
     created: String,
@@ -165,8 +168,8 @@ struct AppGroupAssignment {
     last_updated: String,
 }
 
-/// A fixed window counter, like Okta's per-minute buckets (A5: "Counters typically reset every
-/// 60 seconds").
+/// A fixed window counter, like Okta's per-minute buckets (counters typically reset every 60
+/// seconds: docs/okta-api.md#rate-limits).
 struct Bucket {
     limit: u32,
     window: Duration,
@@ -398,7 +401,7 @@ impl FakeOkta {
         })
     }
 
-    /// Suspended users keep their group and app assignments (okta-api.md A2.4).
+    /// Suspended users keep their group and app assignments (docs/okta-api.md#statuses).
     pub fn suspend(&self, id: &OktaUserId) -> Result<(), SimError> {
         self.set_status(id, "SUSPENDED")
     }
@@ -539,7 +542,7 @@ impl FakeOkta {
     }
 
     /// Assigns the group to the app: its members become app users with scope GROUP
-    /// (okta-api.md A2, "Group assignments create app users").
+    /// (group assignments create app users: docs/okta-api.md#app-users).
     pub fn assign_group(&self, group: &OktaGroupId) -> Result<(), SimError> {
         self.with(|s| {
             s.group(&group.0)?;
@@ -870,7 +873,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .merge(token_endpoint)
 }
 
-/// Okta's error body (okta-api.md A6).
+/// Okta's error body (docs/okta-api.md#errors).
 fn okta_error(state: &mut OktaState, status: StatusCode, code: &str, summary: &str) -> Response {
     state.error_seq += 1;
     let body = json!({
@@ -1155,7 +1158,8 @@ fn parse_limit(raw: Option<&String>, default: usize, min: usize, max: usize) -> 
     }
 }
 
-/// Cursors are `{page}_{last id}`: opaque to clients (A3), but they let the fake fail "page n".
+/// Cursors are `{page}_{last id}`: opaque to clients (docs/okta-api.md#paging), but they let the
+/// fake fail "page n".
 fn parse_cursor(after: Option<&String>) -> Option<(u32, Option<String>)> {
     match after {
         None => Some((1, None)),
@@ -1167,7 +1171,7 @@ fn parse_cursor(after: Option<&String>) -> Option<(u32, Option<String>)> {
     }
 }
 
-/// The `Link` headers of one page (okta-api.md A3): two header lines, or one comma-joined.
+/// The `Link` headers of one page (docs/okta-api.md#paging): two header lines, or one comma-joined.
 fn link_headers(config: &OktaSimConfig, self_url: &str, next_url: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let self_link = format!("<{self_url}>; rel=\"self\"");
@@ -1193,7 +1197,7 @@ fn query_string(pairs: &[(&str, String)]) -> String {
 
 // Responses are serialized from borrowed views of the state rather than built as
 // `serde_json::Value`s: a 500-user page with embedded users is the hot path at 100k users.
-// `Option::None` serializes as `null`, as Okta sends it (okta-api.md A8.5).
+// `Option::None` serializes as `null`, as Okta's examples send it (docs/okta-api.md#conventions).
 
 #[derive(Serialize)]
 struct Href {
@@ -1419,7 +1423,7 @@ async fn list_app_users(
         return r;
     }
     let query = parse_query(raw.as_deref());
-    // okta-api.md A2: limit min 1, max 500, default 50.
+    // limit min 1, max 500, default 50 (docs/okta-api.md#page-size-limits).
     let (limit, page, after) = match page_params(&shared, &query, 50, 1, 500) {
         Ok(p) => p,
         Err(r) => return r,
@@ -1538,7 +1542,7 @@ async fn list_app_groups(
         return r;
     }
     let query = parse_query(raw.as_deref());
-    // okta-api.md A2: limit min 20, max 200, default 20.
+    // limit min 20, max 200, default 20 (docs/okta-api.md#page-size-limits).
     let (limit, page, after) = match page_params(&shared, &query, 20, 20, 200) {
         Ok(p) => p,
         Err(r) => return r,
@@ -1625,7 +1629,8 @@ async fn list_group_users(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let query = parse_query(raw.as_deref());
-    // okta-api.md A2: default 1000, no documented maximum; 10000 keeps pages bounded.
+    // default 1000, no documented maximum; 10000 keeps pages bounded
+    // (docs/okta-api.md#page-size-limits).
     let (limit, page, after) = match page_params(&shared, &query, 1000, 1, 10_000) {
         Ok(p) => p,
         Err(r) => return r,

@@ -1,16 +1,18 @@
-//! The OAuth 2.0 side of the fake Okta: the org authorization server's token endpoint
-//! (`POST /oauth2/v1/token`, client credentials with `private_key_jwt`, okta-api.md A4.2), DPoP
-//! with the nonce dance (A4.3), and the checks the Management API makes on OAuth access tokens:
-//! expiry, DPoP proofs (`htm`, `htu` without query, `ath`, `jti`, `iat`), scopes per endpoint
-//! (the `oauth2` security of each operation in okta-management-openapi.yaml), and the service
-//! app's admin role. Failures look like Okta's (OAuth `error` bodies on the token endpoint;
-//! `WWW-Authenticate` on the API, A6).
+//! The OAuth 2.0 side of the fake Okta: the org authorization server's token endpoint (`POST
+//! /oauth2/v1/token`, client credentials with `private_key_jwt`,
+//! docs/okta-api.md#oauth-service-apps), DPoP with the nonce dance (docs/okta-api.md#dpop), and the
+//! checks the Management API makes on OAuth access tokens: expiry, DPoP proofs (`htm`, `htu`
+//! without query, `ath`, `jti`, `iat`), scopes per endpoint (the `oauth2` security of each
+//! operation in Okta's OpenAPI description,
+//! <https://github.com/okta/okta-management-openapi-spec/blob/fdda229e82940cf5af4611ad673ca6a27974e31b/dist/current/management-minimal.yaml>),
+//! and the service app's admin role. Failures look like Okta's (OAuth `error` bodies on the token
+//! endpoint; `WWW-Authenticate` on the API, docs/okta-api.md#errors).
 //!
 //! It verifies signatures for real (jsonwebtoken, against the JWKs registered per app, as Okta
 //! stores them), so tests prove the client's flow, not a stub. It must not share code with
 //! the product's `okta` module: it is an independent reading of the documents. It is stricter than Okta in one
 //! way, on purpose: a rotated nonce invalidates the previous one at once (Okta keeps the old
-//! one for three days, A4.3), so tests can exercise the client's nonce retry.
+//! one for three days, docs/okta-api.md#dpop), so tests can exercise the client's nonce retry.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -42,13 +44,15 @@ const IAT_WINDOW_SECS: i64 = 60;
 #[derive(Clone, Debug)]
 pub struct SimServiceApp {
     pub client_id: String,
-    /// Registered public keys by `kid` (Okta stores up to 50 JWKs per app, A4.2).
+    /// Registered public keys by `kid` (Okta stores up to 50 JWKs per app,
+    /// docs/okta-api.md#oauth-service-apps).
     pub keys: BTreeMap<String, Jwk>,
     /// Okta scopes granted to the app.
     pub granted_scopes: BTreeSet<String>,
     /// Whether the app has an admin role (without one, every API call is 403 E0000006).
     pub admin_role: bool,
-    /// "Require DPoP header in token requests" (`dpop_bound_access_tokens`, A4.3).
+    /// "Require DPoP header in token requests" (`dpop_bound_access_tokens`,
+    /// docs/okta-api.md#dpop).
     pub require_dpop: bool,
 }
 
@@ -123,9 +127,10 @@ impl Default for OAuthSim {
                 proof_jtis: HashSet::new(),
                 nonce: "sim-nonce-1".to_string(),
                 nonce_seq: 1,
-                // "The lifetime for this token is fixed at one hour" (A4.2).
+                // "The lifetime for this token is fixed at one hour"
+                // (docs/okta-api.md#oauth-service-apps).
                 lifetime: Duration::from_secs(3600),
-                // Per-user limit on /oauth2/v1/token: 4 per second (A5).
+                // Per-user limit on /oauth2/v1/token: 4 per second (docs/okta-api.md#rate-limits).
                 token_limit_per_second: 4,
                 window: (Instant::now(), 0),
                 stats: OAuthStats::default(),
@@ -258,7 +263,7 @@ impl OAuthSim {
         if let Some(needed) = scope_for(path) {
             if !scopes.contains(needed) {
                 count(&mut s.stats.refusals, "insufficient_scope");
-                // The header of okta/okta-sdk-golang#145, quoted in A6.
+                // The header quoted in https://github.com/okta/okta-sdk-golang/issues/145.
                 let www = format!(
                     "Bearer authorization_uri=\"{base}/oauth2/v1/authorize\", \
                      realm=\"IdentityProvider\", scope=\"{needed}\", \
@@ -285,8 +290,9 @@ impl OAuthSim {
 }
 
 /// The Okta scope an API path needs: the `oauth2` security of the operations the daemon calls
-/// (okta-management-openapi.yaml: listApplicationUsers, listApplicationGroupAssignments and
-/// getApplication need `okta.apps.read`; listGroupUsers needs `okta.groups.read`).
+/// (Okta's OpenAPI description, listed in docs/okta-api.md#sources: listApplicationUsers,
+/// listApplicationGroupAssignments and getApplication need `okta.apps.read`; listGroupUsers needs
+/// `okta.groups.read`).
 fn scope_for(path: &str) -> Option<&'static str> {
     if path.starts_with("/api/v1/apps") {
         Some("okta.apps.read")
@@ -369,7 +375,7 @@ async fn token(State(sim): State<Arc<OAuthSim>>, headers: HeaderMap, body: Strin
     let s = &mut *guard;
     s.stats.token_requests += 1;
 
-    // A5: 4 requests per second on /oauth2/v1/token.
+    // 4 requests per second on /oauth2/v1/token (docs/okta-api.md#rate-limits).
     if s.window.0.elapsed() >= Duration::from_secs(1) {
         s.window = (Instant::now(), 0);
     }
@@ -533,8 +539,8 @@ async fn token(State(sim): State<Arc<OAuthSim>>, headers: HeaderMap, body: Strin
     .into_response()
 }
 
-/// Checks a client assertion (A4.2 claims table) against the app's registered keys; returns
-/// the client id.
+/// Checks a client assertion (claims: docs/okta-api.md#oauth-service-apps) against the app's
+/// registered keys; returns the client id.
 fn verify_assertion(
     s: &mut AuthState,
     assertion: &str,
@@ -637,9 +643,9 @@ fn verify_assertion(
     Err(invalid(s, &last))
 }
 
-/// Checks a DPoP proof (A4.3; RFC 9449 4.3): `typ`, the embedded `jwk` and the signature,
-/// `htm`, `htu`, a fresh `iat`, a unique `jti`, and `ath` when a token is presented. Returns the
-/// key's thumbprint and the proof's `nonce`.
+/// Checks a DPoP proof (docs/okta-api.md#dpop; RFC 9449 4.3): `typ`, the embedded `jwk` and the
+/// signature, `htm`, `htu`, a fresh `iat`, a unique `jti`, and `ath` when a token is presented.
+/// Returns the key's thumbprint and the proof's `nonce`.
 fn verify_proof(
     s: &mut AuthState,
     proof: &str,
@@ -669,7 +675,7 @@ fn verify_proof(
         return Err("'htm' claim in the DPoP proof JWT is invalid.".to_string());
     }
     if text("htu").as_deref() != Some(htu) {
-        // The wording of okta/okta-sdk-nodejs#453, quoted in A6.
+        // The wording quoted in https://github.com/okta/okta-sdk-nodejs/issues/453.
         return Err("'htu' claim in the DPoP proof JWT is invalid.".to_string());
     }
     let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(0);

@@ -1,13 +1,15 @@
-//! A stateful fake of Postman's SCIM 2.0 API (postman-scim.md A2-A9) under `{base}/scim/v2`: team
-//! members (never deleted, only deactivated), groups, pending invites and other-team emails,
-//! the documented filters and their quirks (case-sensitive `userName eq`, nothing else), the
-//! narrow PATCH grammar, the error shape with `status` as a string, per-team read and write rate
-//! limits over a sliding window, and injected faults, including writes that were applied before
-//! the connection failed. Tests inspect and change the team through [`FakePostman`]. Where the
-//! reference leaves a behaviour open (Part B), the fake picks the stricter reading and the
-//! comment says so: by default PUT is a full replace and members are removed only by filter
-//! path, as RFC 7644 reads; [`PostmanSimConfig::lenient`] and [`MemberRemoval`] switch to
-//! forgiving or value-list-only servers. It must not share wire types with the product's `scim` module.
+//! A stateful fake of Postman's SCIM 2.0 API (docs/postman-scim.md) under `{base}/scim/v2`: team
+//! members (never deleted, only deactivated), groups, pending invites and other-team emails, the
+//! documented filters and their quirks (case-sensitive `userName eq`, nothing else), the narrow
+//! PATCH grammar, the error shape with `status` as a string, per-team read and write rate limits
+//! over a sliding window, and injected faults, including writes that were applied before the
+//! connection failed. Tests inspect and change the team through [`FakePostman`]. Where the
+//! documentation leaves a behaviour open
+//! (docs/postman-scim.md#not-documented-by-postman-and-how-we-read-it), the fake picks the stricter
+//! reading and the comment says so: by default PUT is a full replace and members are removed only
+//! by filter path, as RFC 7644 reads; [`PostmanSimConfig::lenient`] and [`MemberRemoval`] switch to
+//! forgiving or value-list-only servers. It must not share wire types with the product's `scim`
+//! module.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -35,7 +37,7 @@ const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 
-// Documented error details (postman-scim.md A7), verbatim.
+// Documented error details (docs/postman-scim.md#errors), verbatim.
 const BAD_BODY: &str = "The request body seems to be incomplete or have unsupported characters.";
 const BAD_FILTER: &str = "You've used filter(s) that Postman doesn't support.";
 const BAD_KEY: &str = "Unable to access the team. Check if you have entered a valid API key.";
@@ -56,11 +58,12 @@ const REMOVE_NEEDS_FILTER: &str =
 // What a server that does not parse PATCH path filters might say (invented text).
 const NO_PATH_FILTERS: &str = "Filters in a PATCH path are not supported.";
 const USER_NAME_REQUIRED: &str = "userName is required.";
-// Not documented: the text of a 400 for a group member who has not joined (A4.3 says only that
-// users "must join the team before you can assign them to any groups").
+// Not documented: the text of a 400 for a group member who has not joined (Postman says only
+// that users "must join the team before you can assign them to any groups":
+// docs/postman-scim.md#adding-a-member-who-has-not-joined).
 const NOT_JOINED: &str = "Users must join the team before you can assign them to any groups.";
 
-/// Which `Authorization` values carry the key (postman-scim.md A2, B1: unconfirmed).
+/// Which `Authorization` values carry the key (unconfirmed: docs/postman-scim.md#bearer-prefix).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AuthScheme {
     /// `Authorization: <key>`, as the two known clients send it.
@@ -72,7 +75,8 @@ pub enum AuthScheme {
     Either,
 }
 
-/// How `PUT /Users/{id}` treats attributes the body leaves out. Postman does not say (B12).
+/// How `PUT /Users/{id}` treats attributes the body leaves out. Postman does not say
+/// (docs/postman-scim.md#put-semantics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PutSemantics {
     /// A full replace (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.1>) in its strictest
@@ -88,7 +92,8 @@ pub enum PutSemantics {
     Merge,
 }
 
-/// Which member-removal forms `PATCH /Groups/{id}` accepts. Postman does not say (B10).
+/// Which member-removal forms `PATCH /Groups/{id}` accepts. Postman does not say
+/// (docs/postman-scim.md#group-member-payloads).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MemberRemoval {
     /// RFC 7644 §3.5.2.2 (<https://www.rfc-editor.org/rfc/rfc7644#section-3.5.2.2>): `remove`
@@ -108,19 +113,21 @@ pub enum MemberRemoval {
 pub struct PostmanSimConfig {
     pub api_key: SecretString,
     pub auth_scheme: AuthScheme,
-    /// The key's admin left the team: every request gets the documented 403 (A1, A7).
+    /// The key's admin left the team: every request gets the documented 403
+    /// (docs/postman-scim.md#the-api-key).
     pub orphaned_key: bool,
-    /// POST/PUT/PATCH per window (A8: 180/min).
+    /// POST/PUT/PATCH per window (180/min: docs/postman-scim.md#rate-limits).
     pub writes_per_minute: u32,
-    /// GET per window (A8: 300/min).
+    /// GET per window (300/min: docs/postman-scim.md#rate-limits).
     pub reads_per_minute: u32,
     /// Length of the sliding rate-limit window (60 s). Benchmarks shrink it.
     pub rate_window: Duration,
-    /// Whether 429s carry `Retry-After` (undocumented for SCIM, B14).
+    /// Whether 429s carry `Retry-After` (undocumented for SCIM:
+    /// docs/postman-scim.md#rate-limit-headers-and-delete).
     pub retry_after: bool,
     /// PUT/PATCH answer 204 with no body instead of 200 with the resource.
     pub writes_return_no_content: bool,
-    /// Domains a userName may be changed to (A4.4).
+    /// Domains a userName may be changed to (docs/postman-scim.md#replacing-a-user-put).
     pub verified_domains: Vec<String>,
     /// Added to every request, to simulate real round trips.
     pub latency: Duration,
@@ -198,7 +205,8 @@ pub struct PostmanStats {
     pub reads: u64,
     /// Users created by POST /Users (including creates whose response a fault then destroyed).
     pub creates_succeeded: u64,
-    /// DELETE /Users/{id} requests: Postman has no user DELETE (A3).
+    /// DELETE /Users/{id} requests: Postman has no user DELETE
+    /// (docs/postman-scim.md#endpoints-used).
     pub user_deletes_attempted: u64,
     /// Most writes accepted within one `rate_window` (60 s by default).
     pub max_writes_in_window: u64,
@@ -239,8 +247,8 @@ struct TargetedFailure {
 
 struct PostmanState {
     users: HashMap<String, PUser>,
-    /// User ids in creation order: the listing order. Users are never deleted (A3), so
-    /// `startIndex` indexes straight into it.
+    /// User ids in creation order: the listing order. Users are never deleted
+    /// (docs/postman-scim.md#endpoints-used), so `startIndex` indexes straight into it.
     order: Vec<String>,
     /// Lowercased userName -> id: one person, one account.
     by_key: HashMap<String, String>,
@@ -258,7 +266,7 @@ struct PostmanState {
     id_rng: SmallRng,
 }
 
-/// A sliding window of accepted requests (A8: "per-minute limits").
+/// A sliding window of accepted requests ("per-minute limits": docs/postman-scim.md#rate-limits).
 struct Sliding {
     limit: u32,
     window: Duration,
@@ -369,7 +377,8 @@ impl FakePostman {
         self.server.base_url()
     }
 
-    /// `http://127.0.0.1:PORT/scim/v2`, the URL an admin would give the IdP (A2).
+    /// `http://127.0.0.1:PORT/scim/v2`, the URL an admin would give the IdP
+    /// (docs/postman-scim.md#base-url-and-authentication).
     pub fn scim_url(&self) -> String {
         self.shared.scim_url.clone()
     }
@@ -528,7 +537,7 @@ impl FakePostman {
     }
 
     /// The person has a Postman account on another team and an unverified domain: POST /Users
-    /// answers 409 and provisions nothing (A4.3).
+    /// answers 409 and provisions nothing (docs/postman-scim.md#pending-invites-and-other-teams).
     pub fn add_other_team_email(&self, email: &str) {
         self.with(|s| s.other_team.insert(key(email)));
     }
@@ -617,7 +626,7 @@ fn sim_group(id: &str, g: &PGroup) -> SimScimGroup {
 }
 
 impl PostmanState {
-    /// 48 lowercase hex characters, like the documented ids (A4.1).
+    /// 48 lowercase hex characters, like the documented ids (docs/postman-scim.md#user-resource).
     fn new_id(&mut self) -> String {
         loop {
             let id: String = (0..3)
@@ -696,8 +705,9 @@ impl PostmanState {
             })
     }
 
-    /// Deactivation "removes the user from the team" (A4.4, A9), so the fake also drops their
-    /// group memberships; reactivation does not restore them (not documented either way).
+    /// Deactivation "removes the user from the team"
+    /// (docs/postman-scim.md#deactivated-members-and-groups), so the fake also drops their group
+    /// memberships; reactivation does not restore them (not documented either way).
     fn set_active(&mut self, id: &str, active: bool) {
         let now = now_timestamp();
         let Some(user) = self.users.get_mut(id) else {
@@ -729,7 +739,8 @@ impl PostmanState {
         })
     }
 
-    /// Validates a userName change (A4.4): a valid email, a verified domain, not taken.
+    /// Validates a userName change (docs/postman-scim.md#replacing-a-user-put): a valid email, a
+    /// verified domain, not taken.
     fn check_new_user_name(
         &self,
         id: &str,
@@ -798,7 +809,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// The SCIM error shape, `status` as a string (A7).
+/// The SCIM error shape, `status` as a string (docs/postman-scim.md#errors).
 fn scim_error(status: StatusCode, scim_type: Option<&str>, detail: &str) -> Response {
     let mut body = json!({
         "schemas": [ERROR_SCHEMA],
@@ -1038,7 +1049,8 @@ fn group_json(scim_url: &str, id: &str, g: &PGroup, state: &PostmanState) -> Val
     v
 }
 
-/// A parsed `filter`: only `attr eq "value"` for one allowed attribute (A4.2, A5, B4).
+/// A parsed `filter`: only `attr eq "value"` for one allowed attribute
+/// (docs/postman-scim.md#filter-grammar).
 fn parse_eq_filter(filter: &str, allowed: &[&str]) -> Option<(String, String)> {
     let mut parts = filter.trim().splitn(3, char::is_whitespace);
     let attr = parts.next()?;
@@ -1055,7 +1067,8 @@ fn parse_eq_filter(filter: &str, allowed: &[&str]) -> Option<(String, String)> {
     Some((attr.to_string(), percent_decode(value)))
 }
 
-/// `startIndex` (1-based, default 1) and `count` (default and cap 100, A4.2, B3).
+/// `startIndex` (1-based, default 1) and `count` (default and cap 100,
+/// docs/postman-scim.md#page-size).
 fn paging(query: &HashMap<String, String>) -> (usize, usize) {
     let start = query
         .get("startIndex")
@@ -1134,7 +1147,8 @@ async fn list_users(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuery) 
             scim_error(status, f.scim_type.as_deref(), &f.detail)
         }
         Some((attr, value)) if attr == "userName" => {
-            // Case-sensitive, exact (A4.2): a differently cased lookup misses (B5).
+            // Case-sensitive, exact: a differently cased lookup misses
+            // (docs/postman-scim.md#username-case).
             let hit: Vec<&String> = s
                 .by_key
                 .get(&key(&value))
@@ -1187,7 +1201,7 @@ async fn create_user(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
         Ok(m) => m,
         Err(r) => return r.into_response(),
     };
-    // userName and name are required (A4.3; Entra lists name.givenName/familyName, S10).
+    // userName and name are required (docs/postman-scim.md#creating-a-user).
     let user_name = map.get("userName").and_then(Value::as_str).map(str::trim);
     let name = map.get("name").and_then(Value::as_object);
     let given = name
@@ -1219,8 +1233,8 @@ async fn create_user(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
         return r;
     }
     // One person, one account: compared case-insensitively. A deactivated user also answers
-    // 409 here; reactivation is PATCH/PUT active:true (A4.4; B7 is open, this is the strict
-    // reading).
+    // 409 here; reactivation is PATCH/PUT active:true (this is the strict reading:
+    // docs/postman-scim.md#creating-a-deactivated-user).
     let k = key(user_name);
     if s.by_key.contains_key(&k) || s.other_team.contains(&k) {
         return scim_error(StatusCode::CONFLICT, Some("uniqueness"), ALREADY_MEMBER);
@@ -1323,8 +1337,9 @@ fn apply_user_changes(shared: &Shared, id: &str, changes: Vec<UserChange>) -> Re
     write_ok(shared, body)
 }
 
-/// PUT sets userName, name and active (A4.4); what it does with attributes the body omits is
-/// [`PutSemantics`] (B12 is open): cleared by default, kept when lenient.
+/// PUT sets userName, name and active (docs/postman-scim.md#replacing-a-user-put); what it does
+/// with attributes the body omits is [`PutSemantics`] (open: docs/postman-scim.md#put-semantics):
+/// cleared by default, kept when lenient.
 async fn put_user(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -1393,7 +1408,8 @@ async fn put_user(
     apply_user_changes(&shared, &id, changes)
 }
 
-/// PATCH accepts only `replace` of `{active}` (no path) or of `userName` (A4.5).
+/// PATCH accepts only `replace` of `{active}` (no path) or of `userName`
+/// (docs/postman-scim.md#patching-a-user).
 async fn patch_user(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -1428,7 +1444,8 @@ async fn patch_user(
     apply_user_changes(&shared, &id, changes)
 }
 
-/// There is no user DELETE (A3): the attempt is counted and refused.
+/// There is no user DELETE (docs/postman-scim.md#endpoints-used): the attempt is counted and
+/// refused.
 async fn delete_user(State(shared): State<Arc<Shared>>) -> Response {
     lock(&shared.inner).stats.user_deletes_attempted += 1;
     let mut r = scim_error(
@@ -1484,8 +1501,8 @@ fn member_ids(value: Option<&Value>) -> Option<Vec<String>> {
         .collect()
 }
 
-/// A user can be put in a group only when they are an active member who has joined (A4.3):
-/// otherwise the refusal to send.
+/// A user can be put in a group only when they are an active member who has joined
+/// (docs/postman-scim.md#creating-a-user): otherwise the refusal to send.
 fn check_joinable(s: &PostmanState, id: &str) -> Option<Response> {
     let Some(u) = s.users.get(id) else {
         return Some(scim_error(StatusCode::BAD_REQUEST, None, NO_USER));
@@ -1556,11 +1573,12 @@ fn member_filter_path(path: &str) -> Option<String> {
     parse_eq_filter(inner, &["value"]).map(|(_, v)| v)
 }
 
-/// PATCH /Groups/{id} (A5): `replace` with `{displayName}` renames; `add` with path `members`
-/// and `[{"value": id}]` adds members; `remove` with `members[value eq "id"]` or with path
-/// `members` and a value list removes them, as [`MemberRemoval`] allows; `replace` with path
-/// `members` and the full list sets them (baton-scim, A11). The operations are applied to a
-/// copy and committed only if all succeed.
+/// PATCH /Groups/{id} (docs/postman-scim.md#groups): `replace` with `{displayName}` renames; `add`
+/// with path `members` and `[{"value": id}]` adds members; `remove` with `members[value eq "id"]`
+/// or with path `members` and a value list removes them, as [`MemberRemoval`] allows; `replace`
+/// with path `members` and the full list sets them (baton-scim,
+/// docs/postman-scim.md#how-other-clients-call-it). The operations are applied to a copy and
+/// committed only if all succeed.
 async fn patch_group(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -1715,7 +1733,8 @@ async fn delete_group(State(shared): State<Arc<Shared>>, Path(id): Path<String>)
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// The documented ServiceProviderConfig (A6), with this server's location.
+/// The documented ServiceProviderConfig (docs/postman-scim.md#discovery-endpoints), with this
+/// server's location.
 async fn service_provider_config(State(shared): State<Arc<Shared>>) -> Response {
     json_response(
         StatusCode::OK,
@@ -1742,7 +1761,8 @@ async fn service_provider_config(State(shared): State<Arc<Shared>>) -> Response 
     )
 }
 
-/// ResourceTypes is a bare JSON array, not a ListResponse (A6).
+/// ResourceTypes is a bare JSON array, not a ListResponse
+/// (docs/postman-scim.md#discovery-endpoints).
 async fn resource_types() -> Response {
     json_response(
         StatusCode::OK,

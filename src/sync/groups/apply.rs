@@ -200,7 +200,8 @@ impl GroupApplier {
     }
 
     /// Adds members; when Postman refuses a batch with 400 (a member who has not joined the team
-    /// yet, postman-scim.md A4.3), adds them one by one and leaves the refused ones for a later run.
+    /// yet, docs/postman-scim.md#adding-a-member-who-has-not-joined), adds them one by one and
+    /// leaves the refused ones for a later run.
     async fn add_members(
         &self,
         okta_id: &OktaGroupId,

@@ -94,7 +94,7 @@ pub enum GroupAction {
         scim_id: ScimGroupId,
         members: BTreeSet<ScimUserId>,
     },
-    /// `PATCH replace {id, displayName}` (postman-scim.md A5).
+    /// `PATCH replace {id, displayName}` (docs/postman-scim.md#groups).
     Rename {
         scim_id: ScimGroupId,
         from: String,
@@ -112,7 +112,7 @@ pub enum GroupAction {
         members: Vec<Member>,
     },
     /// `DELETE /Groups/{id}`. `loses_access`: members in no other group, whom Postman may
-    /// deactivate (A5); they count against the deactivation limit.
+    /// deactivate (docs/postman-scim.md#groups); they count against the deactivation limit.
     Delete {
         scim_id: ScimGroupId,
         loses_access: Vec<Member>,
@@ -168,7 +168,8 @@ pub struct GroupPlan {
     /// Snapshot groups whose Postman group no longer exists (full runs only): forgotten.
     pub forget: Vec<OktaGroupId>,
     /// Snapshot memberships corrected before any write: what Postman lists on full runs, and
-    /// without deactivated users on incremental runs (Postman drops them from groups, A9).
+    /// without deactivated users on incremental runs (Postman drops them from groups,
+    /// docs/postman-scim.md#deactivated-members-and-groups).
     pub resync: Vec<(OktaGroupId, BTreeSet<ScimUserId>)>,
     /// Okta group members not (yet) eligible: not managed by us or not active. Added later.
     pub pending_members: usize,
@@ -253,14 +254,16 @@ pub fn plan_groups(
             }
             for g in groups {
                 if !linked.contains(&g.id) {
-                    // Postman's displayName filter is case-sensitive (A5): match names exactly.
+                    // Postman's displayName filter is case-sensitive (docs/postman-scim.md#groups):
+                    // match names exactly.
                     by_name.entry(g.display_name.as_str()).or_insert(g);
                 }
             }
         }
         None => {
             for m in snapshot.values() {
-                // Deactivation removes the user from the team (A9), and with it from its groups.
+                // Deactivation removes the user from the team, and with it from its groups
+                // (docs/postman-scim.md#deactivated-members-and-groups).
                 let members: BTreeSet<ScimUserId> = m
                     .members
                     .iter()
@@ -294,8 +297,8 @@ pub fn plan_groups(
             action,
             reason,
         };
-        // Members Okta wants that we can push: managed by us and active (A4.3: users must have
-        // joined the team before they can be put in a group).
+        // Members Okta wants that we can push: managed by us and active (users must have joined
+        // the team before they can be put in a group: docs/postman-scim.md#creating-a-user).
         let eligible: BTreeSet<&ScimUserId> = d
             .members
             .iter()

@@ -211,7 +211,8 @@ fn membership_churn_adds_and_removes_only_managed_members() {
 
 #[test]
 fn a_deactivated_member_is_dropped_from_the_snapshot_without_a_write() {
-    // Postman removes deactivated users from their groups (A9): nothing to send.
+    // Postman removes deactivated users from their groups
+    // (docs/postman-scim.md#deactivated-members-and-groups): nothing to send.
     let d = desired(&[("eng", "Engineering", &["ann", "bob"])]);
     let snap: BTreeMap<_, _> = [managed("eng", "Engineering", &["ann", "bob"])].into();
     let p = plan_groups(&d, &snap, None, &users(&["ann"], &["bob"]), &policy());

@@ -44,6 +44,20 @@ pub enum Command {
         /// Allow up to N deactivations in this run, above [sync] max_deactivations.
         #[arg(long, value_name = "N")]
         allow_deactivations: Option<usize>,
+        /// With --dry-run: also write the plan to FILE (JSON, mode 0600) for review and `apply FILE`.
+        #[arg(long, value_name = "FILE", requires = "dry_run")]
+        save_plan: Option<PathBuf>,
+    },
+    /// Carry out a plan saved by `reconcile --dry-run --save-plan FILE`, only if a fresh plan holds exactly its operations (3 if anything moved).
+    Apply {
+        /// The saved plan.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Refuse a plan older than this (e.g. 30m, 1h, 2h30m).
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+        max_age: std::time::Duration,
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
     },
     /// Run as a daemon: reconcile on the [sync] schedule, serve /healthz /readyz /metrics /status.
     Run,

@@ -6,6 +6,7 @@
 //! Commands must not call `std::process::exit` or print their own errors; the library below
 //! (bootstrap, daemon, engine) must not import anything from here.
 
+pub mod apply;
 pub mod check;
 // Without the `demo` feature the simulators are not linked in; `demo` then answers with the
 // stand-in in `no_demo.rs`, which says so, so the CLI and its dispatch are the same in both builds.
@@ -110,14 +111,22 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             full,
             output,
             allow_deactivations,
+            save_plan,
         } => {
             let opts = RunOptions {
                 dry_run,
                 full,
                 allow_deactivations,
+                save_plan: save_plan.is_some(),
+                expected: None,
             };
-            reconcile::run(&cli.config, &opts, output).await
+            reconcile::run(&cli.config, &opts, output, save_plan.as_deref()).await
         }
+        Command::Apply {
+            file,
+            max_age,
+            output,
+        } => apply::run(&cli.config, &file, max_age, output).await,
         Command::Run => run::run(&cli.config).await,
         Command::Demo { users } => demo::run(users).await,
         Command::Check { output } => check::run(&cli.config, output).await,

@@ -612,6 +612,9 @@ mod tests {
             errors: Vec::new(),
             started_at: now,
             finished_at: now,
+            plan_id: None,
+            plan_differences: None,
+            saved_plan: None,
         });
         assert!(matches!(st.last_success_age(), LastSuccess::ThisProcess(_)));
     }

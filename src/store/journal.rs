@@ -83,15 +83,40 @@ impl Store {
         payload: &str,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
+        self.journal_intend_in_plan(run_id, subject, kind, label, payload, None, now)
+    }
+
+    /// [`Store::journal_intend`] for a write that carries out a saved plan (`apply FILE`):
+    /// the row names the plan's id in `journal.plan_id` (migration 4), so the audit trail can
+    /// say which reviewed plan made each change. `None` writes a row like any other run's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn journal_intend_in_plan(
+        &mut self,
+        run_id: &str,
+        subject: &Subject,
+        kind: OpKind,
+        label: &str,
+        payload: &str,
+        plan_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
         let now = ts(now);
         self.conn
             .execute(
-                "INSERT INTO journal (run_id, okta_id, op, user_name, payload, state, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'intended', ?6, ?6)",
-                params![run_id, subject.okta_id(), kind.as_str(), label, payload, now],
+                "INSERT INTO journal (run_id, okta_id, op, user_name, payload, state, created_at, updated_at, plan_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'intended', ?6, ?6, ?7)",
+                params![run_id, subject.okta_id(), kind.as_str(), label, payload, now, plan_id],
             )
             .map_err(|e| self.err(e))?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The highest journal id: with a hash of the snapshot rows, the "generation" a saved
+    /// plan's fingerprint names (every write the engine makes adds a journal row first).
+    pub fn journal_max_id(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM journal", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
     }
 
     /// Confirms a journalled write: marks it done (with the SCIM id), applies its snapshot

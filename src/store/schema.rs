@@ -83,6 +83,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE journal ADD COLUMN parked_at TEXT;
     ALTER TABLE users ADD COLUMN missing_since TEXT;
     "#,
+    // 4 (issue 13): what triggered each run, and the saved plan (`apply FILE`) a journalled
+    // write carried out. Both nullable: older rows have neither. The `history` branch adds the
+    // same migration with the same text; keep one copy when merging.
+    r#"
+    ALTER TABLE runs ADD COLUMN trigger TEXT; ALTER TABLE journal ADD COLUMN plan_id TEXT;
+    "#,
 ];
 
 impl Store {

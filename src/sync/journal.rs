@@ -114,19 +114,32 @@ pub struct Journal {
     pub store: StoreHandle,
     pub run_id: String,
     pub quarantine: Quarantine,
+    /// The saved plan this run carries out (`apply FILE`), recorded on every entry.
+    pub plan_id: Option<String>,
 }
 
 impl Journal {
     async fn intend(&self, w: &Write<'_>) -> Result<i64, Fatal> {
-        let (run_id, subject, kind, label, payload) = (
+        let (run_id, subject, kind, label, payload, plan_id) = (
             self.run_id.clone(),
             w.subject.clone(),
             w.kind,
             w.label.to_string(),
             w.payload.to_string(),
+            self.plan_id.clone(),
         );
         self.store
-            .call(move |s| s.journal_intend(&run_id, &subject, kind, &label, &payload, Utc::now()))
+            .call(move |s| {
+                s.journal_intend_in_plan(
+                    &run_id,
+                    &subject,
+                    kind,
+                    &label,
+                    &payload,
+                    plan_id.as_deref(),
+                    Utc::now(),
+                )
+            })
             .await
             .map_err(Fatal)
     }

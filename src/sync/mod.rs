@@ -9,6 +9,7 @@
 //! - [`journal`]: the one journalled write both `apply` steps use, and recovery.
 //! - [`guard`]: the guards over the whole plan, checked before the first write.
 //! - [`outcome`]: the typed report (operation kinds, states, counts, the run's outcome).
+//! - [`saved`]: saved plans (`--save-plan`, `apply`): the format, fingerprint, comparison.
 //!
 //! Nothing outside this module implements the engine.
 
@@ -16,6 +17,7 @@ pub mod groups;
 pub mod guard;
 pub mod journal;
 pub mod outcome;
+pub mod saved;
 pub mod users;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +39,7 @@ use groups::apply::GroupApplier;
 use groups::plan::{GroupOperation, GroupPlan, GroupPolicy};
 use groups::read::GroupInputs;
 use journal::{Journal, Recovery};
+use saved::{SavedPlan, SavedPolicy, Target};
 use users::apply::Applier;
 use users::plan::{plan, Action, Carried, Operation, Policy};
 
@@ -53,6 +56,11 @@ pub struct RunOptions {
     pub full: bool,
     /// `--allow-deactivations N`.
     pub allow_deactivations: Option<usize>,
+    /// `--save-plan`: a dry run also builds the [`SavedPlan`] (in [`RunReport::saved_plan`]).
+    pub save_plan: bool,
+    /// `apply FILE`: the saved plan this run must match. The fresh plan is carried out only
+    /// when it holds exactly these operations; otherwise the run is refused before any write.
+    pub expected: Option<Arc<SavedPlan>>,
 }
 
 /// Watches a run's user writes (a progress display, the daemon's stuck-run watch).
@@ -206,6 +214,7 @@ impl Engine {
         let clock = Instant::now();
         let started = Utc::now();
         let (mut report, nothing_written) = RunReport::start(run_id.clone(), opts.dry_run, started);
+        report.plan_id = opts.expected.as_ref().map(|p| p.plan_id.clone());
         self.run_inner(opts, cancel, progress, &mut report, nothing_written)
             .instrument(span.clone())
             .await;
@@ -280,14 +289,25 @@ impl Engine {
             .await;
     }
 
-    fn journal(&self, run_id: &str) -> Journal {
+    fn journal(&self, run_id: &str, plan_id: Option<String>) -> Journal {
         Journal {
             store: self.store.clone(),
             run_id: run_id.to_string(),
+            plan_id,
             quarantine: Quarantine {
                 after: self.config.sync.quarantine_after,
                 for_: self.config.sync.quarantine_for,
             },
+        }
+    }
+
+    /// The config a saved plan is bound to.
+    pub fn target(&self) -> Target {
+        Target {
+            okta_org_url: self.config.okta.org_url.to_string(),
+            app_id: self.config.okta.app_id.clone(),
+            scim_url: self.config.postman.scim_url.to_string(),
+            state_path: Target::resolve_state_path(&self.config.sync.state_path),
         }
     }
 
@@ -493,6 +513,42 @@ impl Engine {
             .chain(&plan.missing)
             .filter_map(|id| snapshot.get(id).map(|m| m.attrs.user_name.clone()))
             .collect();
+        // A saved plan's fingerprint and operations: to save (`--save-plan`) or to compare
+        // with (`apply`). Computed from exactly what this plan was computed from.
+        let this_plan = if opts.save_plan || opts.expected.is_some() {
+            match self.store.call(|s| s.journal_max_id()).await {
+                Ok(journal_max_id) => {
+                    let target = self.target();
+                    let inputs = saved::Inputs {
+                        okta: &desired,
+                        groups_read: group_inputs.as_ref().map(|g| &g.read),
+                        journal_max_id,
+                        snapshot: &snapshot,
+                        group_snapshot: group_inputs.as_ref().map(|g| &g.snapshot),
+                        postman_users: members.as_deref(),
+                        postman_groups: group_inputs.as_ref().and_then(|g| g.postman.as_deref()),
+                        target: &target,
+                    };
+                    Some(SavedPlan::new(
+                        now,
+                        &target,
+                        full,
+                        SavedPolicy {
+                            max_deactivations: policy.max_deactivations,
+                            allow_deactivations: policy.allow_deactivations,
+                        },
+                        inputs.fingerprint(),
+                        saved::operations(
+                            &plan.operations,
+                            group_plan.as_ref().map(|g| g.operations.as_slice()),
+                        ),
+                    ))
+                }
+                Err(e) => return report.fail(e.to_string()),
+            }
+        } else {
+            None
+        };
         drop(snapshot);
         tracing::info!(
             create = plan.count(OpKind::Create),
@@ -535,8 +591,31 @@ impl Engine {
             tracing::warn!(guard = %msg, "refused by a safety guard");
             report.refuse(&nothing_written, msg);
         }
+        // A saved plan (`apply FILE`) is a guard too: the fresh plan must hold exactly its
+        // operations, so nothing the reviewer did not see is done (one more deactivation, a
+        // rename, a member changed by hand). Checked here, with the others, before any write.
+        if let (Some(expected), Some(fresh)) = (&opts.expected, &this_plan) {
+            let changed = expected.inputs.changed(&fresh.inputs);
+            if !changed.is_empty() {
+                tracing::info!(changed = ?changed, plan_id = %expected.plan_id, "inputs moved since the plan was saved");
+            }
+            if let Some(diff) = saved::compare(&expected.operations, &fresh.operations) {
+                let msg = diff.explain(&expected.plan_id);
+                tracing::warn!(guard = %msg, "refused: the saved plan moved");
+                report.plan_differences = Some(diff);
+                if report.outcome != Outcome::Refused {
+                    report.refuse(&nothing_written, msg);
+                } else if let Some(r) = &mut report.refusal {
+                    r.push_str(". Also, ");
+                    r.push_str(&msg);
+                }
+            }
+        }
         // A refused run and a dry run report the plan and stop here.
         if report.outcome == Outcome::Refused || opts.dry_run {
+            if opts.dry_run && opts.save_plan {
+                report.saved_plan = this_plan.map(Box::new);
+            }
             record_planned(report, &plan.operations);
             if let Some(g) = &group_plan {
                 record_planned(report, &g.operations);
@@ -576,7 +655,7 @@ impl Engine {
             }
         }
 
-        let journal = self.journal(&report.run_id);
+        let journal = self.journal(&report.run_id, report.plan_id.clone());
         let applier = Applier {
             scim: self.scim.clone(),
             journal: journal.clone(),

@@ -8,6 +8,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::saved::{PlanDiff, SavedPlan};
+
 /// How a run ended. The order is the severity: a run's outcome is the worst thing that
 /// happened in it. `Refused` sits below `Failed` but is only ever set by the guard step, before
 /// the first write (see [`super::guard`]): a refused run has changed nothing.
@@ -164,6 +166,16 @@ pub struct RunReport {
     pub errors: Vec<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
+    /// The saved plan this run carried out (`apply FILE`), or tried to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    /// How the saved plan differs from a fresh one, when that refused the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_differences: Option<PlanDiff>,
+    /// The plan of a dry run asked to save it (`--save-plan`); written by the command, not
+    /// part of the printed report.
+    #[serde(skip)]
+    pub saved_plan: Option<Box<SavedPlan>>,
 }
 
 /// Proof that a run has written nothing to Postman yet. It is made only with the run's report
@@ -204,6 +216,9 @@ impl RunReport {
             errors: Vec::new(),
             started_at,
             finished_at: started_at,
+            plan_id: None,
+            plan_differences: None,
+            saved_plan: None,
         }
     }
 

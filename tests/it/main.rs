@@ -10,6 +10,7 @@
 
 mod common;
 
+mod apply;
 mod bad_config;
 mod bad_data;
 mod cli;

@@ -115,6 +115,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
                 dry_run,
                 full,
                 allow_deactivations,
+                ..RunOptions::default()
             };
             reconcile::run(&cli.config, &opts, output).await
         }

@@ -83,6 +83,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE journal ADD COLUMN parked_at TEXT;
     ALTER TABLE users ADD COLUMN missing_since TEXT;
     "#,
+    // 4 (issue 13): the audit trail. What started each run (`schedule`, `reconcile`, `apply`),
+    // and the saved plan a journalled write carried out (`apply FILE`). Both nullable: rows
+    // written before this version have neither, and `history` says so.
+    r#"
+    ALTER TABLE runs ADD COLUMN trigger TEXT;
+    ALTER TABLE journal ADD COLUMN plan_id TEXT;
+    CREATE INDEX journal_created ON journal (created_at);
+    "#,
 ];
 
 impl Store {

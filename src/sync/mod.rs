@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::model::{OktaUserId, PostmanUser};
 use crate::okta::{AttributeMapping, OktaClient};
 use crate::scim::{ScimClient, ScimError};
-use crate::store::{Quarantine, StoreHandle, UnmanagedRecord};
+use crate::store::{Quarantine, StoreHandle, Trigger, UnmanagedRecord};
 
 use groups::apply::GroupApplier;
 use groups::plan::{GroupOperation, GroupPlan, GroupPolicy};
@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub full: bool,
     /// `--allow-deactivations N`.
     pub allow_deactivations: Option<usize>,
+    /// What asked for the run (`reconcile` unless said otherwise), recorded for `history`.
+    pub trigger: Trigger,
 }
 
 /// Watches a run's user writes (a progress display, the daemon's stuck-run watch).
@@ -231,8 +233,11 @@ impl Engine {
                 report.errors.push(e.to_string());
                 report.raise(Outcome::Failed);
             }
-            // The journal is a write-ahead log, not an audit trail: keep 30 days of it.
-            let cutoff = report.finished_at - chrono::Duration::days(30);
+            // The journal is also the audit trail `history` reads: keep `[sync] history_for`
+            // of it (the prune never drops a row recovery still needs).
+            let cutoff = report.finished_at
+                - chrono::Duration::from_std(self.config.sync.history_for)
+                    .unwrap_or(chrono::Duration::days(400));
             if let Err(e) = self.store.call(move |s| s.journal_prune(cutoff)).await {
                 tracing::warn!(error = %e, "could not prune the journal");
             }
@@ -320,10 +325,13 @@ impl Engine {
         report.full = full;
 
         if !opts.dry_run {
-            let id = report.run_id.clone();
+            let (id, trigger) = (report.run_id.clone(), opts.trigger.clone());
             if let Err(e) = self
                 .store
-                .call(move |s| s.run_started(&id, now, full))
+                .call(move |s| {
+                    s.run_started(&id, now, full)?;
+                    s.set_run_trigger(&id, &trigger)
+                })
                 .await
             {
                 return report.fail(e.to_string());

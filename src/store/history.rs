@@ -139,6 +139,20 @@ impl Store {
         })
     }
 
+    /// When a managed user's snapshot row last changed, and since when the full listings have
+    /// lacked it (`why`'s "since when"). `None` when there is no row.
+    pub fn snapshot_times(
+        &self,
+        okta_id: &str,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        let rows: Vec<(String, Option<String>)> = self.collect_rows(
+            "SELECT updated_at, missing_since FROM users WHERE okta_id = ?1",
+            params![okta_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(rows.into_iter().next())
+    }
+
     /// The journal rows `filter` selects, oldest first.
     pub fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryEntry>, StoreError> {
         let user = filter.user.as_deref().map(str::trim).unwrap_or("");

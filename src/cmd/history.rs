@@ -33,7 +33,11 @@ pub async fn run(
             .map(|s| parse_since(s, Utc::now()))
             .transpose()
             .map_err(CliError::config)?,
-        op: op.as_deref().map(parse_op).transpose().map_err(CliError::config)?,
+        op: op
+            .as_deref()
+            .map(parse_op)
+            .transpose()
+            .map_err(CliError::config)?,
         limit: None,
     };
     let Some(store) = Store::open_read_only(&config.sync.state_path).map_err(CliError::failed)?
@@ -89,7 +93,9 @@ pub(super) fn render(entries: &[HistoryEntry]) -> String {
         })
         .collect();
     table(
-        &["TIME", "RUN", "TRIGGER", "OP", "SUBJECT", "RESULT", "REASON"],
+        &[
+            "TIME", "RUN", "TRIGGER", "OP", "SUBJECT", "RESULT", "REASON",
+        ],
         &rows,
     )
 }
@@ -106,14 +112,19 @@ fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     chrono::Duration::from_std(d)
         .ok()
         .and_then(|d| now.checked_sub_signed(d))
-        .ok_or_else(|| format!("--since {s:?} reaches back further than dates go; use a shorter duration"))
+        .ok_or_else(|| {
+            format!("--since {s:?} reaches back further than dates go; use a shorter duration")
+        })
 }
 
 /// `--op`: one of the operation kinds the journal records.
 fn parse_op(s: &str) -> Result<OpKind, String> {
     OpKind::parse(s.trim()).ok_or_else(|| {
         let kinds: Vec<&str> = ALL_KINDS.iter().map(|k| k.as_str()).collect();
-        format!("--op {s:?} is not an operation kind; use one of {}", kinds.join(", "))
+        format!(
+            "--op {s:?} is not an operation kind; use one of {}",
+            kinds.join(", ")
+        )
     })
 }
 
@@ -131,13 +142,17 @@ mod tests {
             "2026-11-26T12:00:00+00:00"
         );
         assert_eq!(
-            parse_since("2026-01-01T00:00:00Z", now).expect("time").to_rfc3339(),
+            parse_since("2026-01-01T00:00:00Z", now)
+                .expect("time")
+                .to_rfc3339(),
             "2026-01-01T00:00:00+00:00"
         );
         let e = parse_since("yesterday", now).expect_err("refused");
         assert!(e.contains("RFC 3339"), "{e}");
         assert!(parse_since("100000000000y", now).is_err());
         assert!(parse_op("group_add_members").is_ok());
-        assert!(parse_op("delete").expect_err("refused").contains("deactivate"));
+        assert!(parse_op("delete")
+            .expect_err("refused")
+            .contains("deactivate"));
     }
 }

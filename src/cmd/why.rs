@@ -167,9 +167,17 @@ pub async fn run(
         ));
     }
     let metrics = Arc::new(Metrics::new());
-    let retry = RetryPolicy::default();
+    // Someone is waiting at a terminal: a few quick retries, not the daemon's minutes of
+    // patience, before saying that an API is unreachable. A 429's wait is still honoured.
+    let retry = RetryPolicy {
+        max_attempts: 3,
+        max_elapsed: std::time::Duration::from_secs(20),
+        ..RetryPolicy::default()
+    };
     let okta = OktaClient::new(
-        config.okta.client_config(config.okta.load_auth()?, retry.clone()),
+        config
+            .okta
+            .client_config(config.okta.load_auth()?, retry.clone()),
         Arc::clone(&metrics),
     )
     .map_err(|e| CliError::failed(format!("{:#}", anyhow::Error::from(e))))?;
@@ -273,7 +281,12 @@ async fn explain(
         .snapshot
         .as_ref()
         .map(|m| m.scim_id.clone())
-        .or_else(|| local.unmanaged.as_ref().map(|u| ScimUserId::new(&u.scim_id)));
+        .or_else(|| {
+            local
+                .unmanaged
+                .as_ref()
+                .map(|u| ScimUserId::new(&u.scim_id))
+        });
     if let Some(scim) = scim {
         // Known locally: that account. Otherwise a userName (an email address) is looked up
         // by name, anything else as a SCIM id.
@@ -282,7 +295,9 @@ async fn explain(
             None if query.contains('@') => scim.find_user_by_name(query).await,
             None => scim.get_user(&ScimUserId::new(query)).await,
         };
-        let id = scim_id_asked.clone().map_or_else(|| query.to_string(), |s| s.to_string());
+        let id = scim_id_asked
+            .clone()
+            .map_or_else(|| query.to_string(), |s| s.to_string());
         let got = got.map_err(|e| {
             CliError::failed(format!(
                 "reading the Postman account {id}: {}. Check that Postman is reachable (`okta-postman-sync check`), or leave out --live",
@@ -456,7 +471,11 @@ async fn explain(
             let (failure, held, missing, history) = read().map_err(CliError::failed)?;
             let mine = |id: &OktaUserId| okta_id.as_ref() == Some(id);
             let carried = Carried {
-                held: held.iter().filter(|(k, _)| mine(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                held: held
+                    .iter()
+                    .filter(|(k, _)| mine(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 missing_before: missing.into_iter().filter(|k| mine(k)).collect(),
             };
             let held_reason = carried.held.values().next().cloned();
@@ -492,7 +511,9 @@ async fn explain(
                     .as_ref()
                     .and_then(|p| p.as_ref().map(|u| u.attrs.user_name.clone()))
             }),
-        okta_id: okta_id.filter(|_| okta_user_exists || local.snapshot.is_some()).map(|i| i.to_string()),
+        okta_id: okta_id
+            .filter(|_| okta_user_exists || local.snapshot.is_some())
+            .map(|i| i.to_string()),
         scim_id: scim_id_asked.map(|s| s.to_string()).or_else(|| {
             postman_account
                 .as_ref()
@@ -674,8 +695,9 @@ fn next_run(
     }
     let reason = if !p.skipped.is_empty() {
         "nothing: the person cannot be mapped, and a skipped person is never changed".to_string()
-    } else if p.forget.first().is_some() {
-        "nothing to send: the snapshot row is forgotten, since two full listings lacked the account".to_string()
+    } else if !p.forget.is_empty() {
+        "nothing to send: the snapshot row is forgotten, since two full listings lacked the account"
+            .to_string()
     } else if snap.is_some() {
         format!(
             "nothing: Postman already matches what Okta wants ({})",
@@ -738,7 +760,10 @@ fn render(r: &WhyReport) -> String {
             o.app_user_status.as_deref().unwrap_or("-")
         ));
         for a in &o.attributes {
-            out.push_str(&format!("  {} = {:?} (from {})\n", a.name, a.value, a.source));
+            out.push_str(&format!(
+                "  {} = {:?} (from {})\n",
+                a.name, a.value, a.source
+            ));
         }
         if let Some(s) = &o.skipped {
             out.push_str(&format!("  skipped by the sync: {s}\n"));
@@ -774,7 +799,11 @@ fn render(r: &WhyReport) -> String {
             Some(a) => out.push_str(&format!(
                 "\nPostman (live): {} {}, {:?} {:?} {:?}\n",
                 p.scim_id,
-                if p.active == Some(true) { "active" } else { "inactive" },
+                if p.active == Some(true) {
+                    "active"
+                } else {
+                    "inactive"
+                },
                 a.user_name,
                 a.given_name,
                 a.family_name

@@ -220,10 +220,7 @@ pub struct AttributeSources {
 
 /// The sources [`desired_user`] takes each attribute from, by the same resolution: it can
 /// never name a different source than the one whose value the mapping used.
-pub(super) fn sources(
-    app: &wire::AppUser,
-    mapping: &AttributeMapping,
-) -> AttributeSources {
+pub(super) fn sources(app: &wire::AppUser, mapping: &AttributeMapping) -> AttributeSources {
     let user = app.embedded.as_ref().and_then(|e| e.user.as_ref());
     let winner = |chain: &[Source]| resolve_with_source(chain, app, user).map(|(s, _)| s.clone());
     AttributeSources {

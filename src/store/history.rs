@@ -260,7 +260,14 @@ mod tests {
     use crate::store::fixtures::*;
     use crate::store::SnapshotChange;
 
-    fn intend(s: &mut Store, run: &str, subject: Subject, kind: OpKind, label: &str, payload: &str) -> i64 {
+    fn intend(
+        s: &mut Store,
+        run: &str,
+        subject: Subject,
+        kind: OpKind,
+        label: &str,
+        payload: &str,
+    ) -> i64 {
         s.journal_intend(run, &subject, kind, label, payload, now())
             .expect("intend")
     }
@@ -269,7 +276,8 @@ mod tests {
     fn history_reads_reasons_triggers_and_adoptions_and_filters_by_person() {
         let mut s = Store::in_memory().expect("mem");
         s.run_started("r1", now(), true).expect("run");
-        s.set_run_trigger("r1", &Trigger::schedule()).expect("trigger");
+        s.set_run_trigger("r1", &Trigger::schedule())
+            .expect("trigger");
         let ann = ann();
         s.journal_adopted(
             "r1",
@@ -345,6 +353,9 @@ mod tests {
                 ..HistoryFilter::default()
             })
             .expect("history");
-        assert_eq!(last.iter().map(|e| e.id).collect::<Vec<_>>(), [g, all[3].id]);
+        assert_eq!(
+            last.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [g, all[3].id]
+        );
     }
 }

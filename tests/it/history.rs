@@ -25,7 +25,10 @@ fn bin() -> Command {
 /// `okta-postman-sync --config <w> history <args>`, on a blocking thread.
 async fn history(w: &World, args: &[&str]) -> Output {
     let mut cmd = bin();
-    cmd.arg("--config").arg(w.config_path()).arg("history").args(args);
+    cmd.arg("--config")
+        .arg(w.config_path())
+        .arg("history")
+        .args(args);
     tokio::task::spawn_blocking(move || cmd.output().expect("run the binary"))
         .await
         .expect("join")
@@ -128,8 +131,14 @@ async fn history_filters_by_person_time_and_operation() {
         );
     }
     let only = json(&history(&w, &["--op", "deactivate", "--output", "json"]).await);
-    assert_eq!(ops(&only), [("deactivate".to_string(), "bob.ray@example.com".to_string())]);
-    assert_eq!(json(&history(&w, &["--since", "1h", "--output", "json"]).await).len(), 4);
+    assert_eq!(
+        ops(&only),
+        [("deactivate".to_string(), "bob.ray@example.com".to_string())]
+    );
+    assert_eq!(
+        json(&history(&w, &["--since", "1h", "--output", "json"]).await).len(),
+        4
+    );
     let tomorrow = (Utc::now() + Duration::days(1)).to_rfc3339();
     assert!(json(&history(&w, &["--since", &tomorrow, "--output", "json"]).await).is_empty());
     // Bad filters are usage errors that say what is wanted.
@@ -148,7 +157,10 @@ async fn history_prints_a_table_json_or_one_object_per_line() {
     assert_eq!(text.status.code(), Some(0));
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     assert!(text.starts_with("TIME"), "{text}");
-    assert!(text.contains("TRIGGER") && text.contains("REASON"), "{text}");
+    assert!(
+        text.contains("TRIGGER") && text.contains("REASON"),
+        "{text}"
+    );
     assert!(text.contains("bob.ray@example.com") && text.contains("deactivate"));
     assert_eq!(text.lines().count(), 5, "a header and four rows: {text}");
 
@@ -187,7 +199,14 @@ async fn retention_prunes_closed_rows_older_than_history_for_and_keeps_open_ones
             .expect("intend");
         s.journal_done(j, None, &[], old).expect("done");
         let j = s
-            .journal_intend("r-recent", &zed, OpKind::Update, "zed@example.com", "{}", recent)
+            .journal_intend(
+                "r-recent",
+                &zed,
+                OpKind::Update,
+                "zed@example.com",
+                "{}",
+                recent,
+            )
             .expect("intend");
         s.journal_done(j, None, &[], recent).expect("done");
         // An interrupted create recovery gave up on: it may have happened, so it must stay.
@@ -195,14 +214,20 @@ async fn retention_prunes_closed_rows_older_than_history_for_and_keeps_open_ones
             .journal_intend("r-old", &zed, OpKind::Create, "zed@example.com", "{}", old)
             .expect("intend");
         for _ in 0..RECOVERY_ATTEMPTS {
-            s.journal_recovery_failed(j, "lookup failed", old).expect("count");
+            s.journal_recovery_failed(j, "lookup failed", old)
+                .expect("count");
         }
     }
     w.run().await;
     let mine = json(&history(&w, &["--user", "00uzed", "--output", "json"]).await);
     let kept: Vec<(&str, &str)> = mine
         .iter()
-        .map(|e| (e["run_id"].as_str().unwrap_or(""), e["result"].as_str().unwrap_or("")))
+        .map(|e| {
+            (
+                e["run_id"].as_str().unwrap_or(""),
+                e["result"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(kept, [("r-recent", "done"), ("r-old", "parked")]);
 }

@@ -24,7 +24,10 @@ fn bin() -> Command {
 
 async fn why_raw(w: &World, args: &[&str]) -> Output {
     let mut cmd = bin();
-    cmd.arg("--config").arg(w.config_path()).arg("why").args(args);
+    cmd.arg("--config")
+        .arg(w.config_path())
+        .arg("why")
+        .args(args);
     tokio::task::spawn_blocking(move || cmd.output().expect("run the binary"))
         .await
         .expect("join")
@@ -52,8 +55,9 @@ fn state_fingerprint(w: &World) -> (String, u64) {
 
 fn md5_like(b: &[u8]) -> u64 {
     // FNV-1a: enough to notice any change to the file.
-    b.iter()
-        .fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3))
+    b.iter().fold(0xcbf29ce484222325u64, |h, &x| {
+        (h ^ x as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 #[tokio::test]
@@ -75,7 +79,9 @@ async fn a_directly_assigned_user_is_explained_by_name_okta_id_or_scim_id() {
                 .is_some_and(|r| r.contains("app user ACTIVE, Okta user ACTIVE")),
             "{v}"
         );
-        assert!(v["desired"]["rule"].as_str().is_some_and(|r| r.contains("SUSPENDED")));
+        assert!(v["desired"]["rule"]
+            .as_str()
+            .is_some_and(|r| r.contains("SUSPENDED")));
         assert_eq!(v["assignment"]["direct"], true);
         assert_eq!(v["assignment"]["scope"], "USER");
         assert_eq!(v["assignment"]["groups"], serde_json::json!([]));
@@ -86,11 +92,15 @@ async fn a_directly_assigned_user_is_explained_by_name_okta_id_or_scim_id() {
         assert_eq!(attrs[1]["source"], "app.profile.firstName");
         assert_eq!(v["snapshot"]["scim_id"], scim.as_str());
         assert_eq!(v["snapshot"]["active"], true);
-        assert!(v["snapshot"]["since"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(v["snapshot"]["since"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
         assert!(v["postman"].is_null(), "no --live, no Postman read");
         assert_eq!(v["history"][0]["op"], "create");
         assert!(v["next"]["op"].is_null(), "{v}");
-        assert!(v["next"]["reason"].as_str().is_some_and(|r| r.contains("already matches")));
+        assert!(v["next"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("already matches")));
     }
     assert_eq!(state_fingerprint(&w), before, "why writes nothing");
 
@@ -103,14 +113,19 @@ async fn a_directly_assigned_user_is_explained_by_name_okta_id_or_scim_id() {
     assert_eq!(v["postman"]["active"], false);
     let diffs = v["postman"]["differences"].as_array().expect("differences");
     assert!(
-        diffs.iter().any(|d| d.as_str().is_some_and(|d| d.contains("active"))),
+        diffs
+            .iter()
+            .any(|d| d.as_str().is_some_and(|d| d.contains("active"))),
         "{v}"
     );
     // Planned against the live account, as a full run sees it: reactivate.
     assert_eq!(v["next"]["op"], "reactivate", "{v}");
     let text = why_raw(&w, &["ann.lee@example.com", "--live"]).await;
     let text = String::from_utf8_lossy(&text.stdout).to_string();
-    assert!(text.contains("should be an ACTIVE Postman member"), "{text}");
+    assert!(
+        text.contains("should be an ACTIVE Postman member"),
+        "{text}"
+    );
     assert!(text.contains("DIFFERS"), "{text}");
     assert!(text.contains("Next run: reactivate"), "{text}");
 }
@@ -238,7 +253,10 @@ async fn nobody_matching_is_exit_1_saying_where_it_looked() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nobody matches"), "{err}");
-    assert!(err.contains("state database") && err.contains("Okta"), "{err}");
+    assert!(
+        err.contains("state database") && err.contains("Okta"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 }
 
@@ -253,7 +271,9 @@ async fn an_unreachable_okta_is_exit_1() {
     let path = w.dir.path().join("broken.toml");
     std::fs::write(&path, text).expect("config");
     let mut cmd = bin();
-    cmd.arg("--config").arg(&path).args(["why", "ann.lee@example.com"]);
+    cmd.arg("--config")
+        .arg(&path)
+        .args(["why", "ann.lee@example.com"]);
     let out = tokio::task::spawn_blocking(move || cmd.output().expect("run"))
         .await
         .expect("join");

@@ -1918,7 +1918,11 @@ mod tests {
         assert_eq!(body[0]["id"], eng.as_str());
         assert_eq!(body[0]["profile"]["name"], "Engineering");
         // The groups path takes an id, not a login.
-        let resp = get(&client, &format!("{base}/api/v1/users/ann.lee@example.com/groups")).await;
+        let resp = get(
+            &client,
+            &format!("{base}/api/v1/users/ann.lee@example.com/groups"),
+        )
+        .await;
         assert_eq!(resp.status(), 404);
     }
 

@@ -50,10 +50,10 @@ async fn why(w: &World, args: &[&str]) -> Value {
 /// Writes nothing: the journal, snapshot and Postman are the same after `why`.
 fn state_fingerprint(w: &World) -> (String, u64) {
     let bytes = std::fs::read(w.state_path()).unwrap_or_default();
-    (format!("{:x}", md5_like(&bytes)), w.writes())
+    (format!("{:x}", fnv1a(&bytes)), w.writes())
 }
 
-fn md5_like(b: &[u8]) -> u64 {
+fn fnv1a(b: &[u8]) -> u64 {
     // FNV-1a: enough to notice any change to the file.
     b.iter().fold(0xcbf29ce484222325u64, |h, &x| {
         (h ^ x as u64).wrapping_mul(0x100000001b3)

@@ -29,6 +29,15 @@ pub enum OutputFormat {
     Json,
 }
 
+/// `history --output`: `jsonl` is one JSON object per line, for a SIEM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum HistoryFormat {
+    #[default]
+    Text,
+    Json,
+    Jsonl,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Make Postman match Okta once, then exit (0 converged, 1 failed/partial, 2 config error, 3 refused by a guard).
@@ -68,6 +77,30 @@ pub enum Command {
     },
     /// Show what the state database knows: managed users, failures, the last runs.
     Status {
+        #[arg(long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// The audit trail: every Postman write and adoption, when, by which run, and why (read-only).
+    History {
+        /// Only this person: a userName (any case), an Okta user id or a Postman SCIM id.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// Only entries since this long ago ("7d", "12h") or this RFC 3339 time.
+        #[arg(long, value_name = "DURATION|RFC3339")]
+        since: Option<String>,
+        /// Only this operation (create, update, deactivate, reactivate, adopt, group_create, ...).
+        #[arg(long, value_name = "KIND")]
+        op: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: HistoryFormat,
+    },
+    /// Explain why a person has, or lacks, Postman access, and what the next run would do (read-only).
+    Why {
+        /// A userName (any case), an Okta user id or a Postman SCIM id.
+        user: String,
+        /// Also read the Postman account and call out differences from the snapshot.
+        #[arg(long)]
+        live: bool,
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
     },

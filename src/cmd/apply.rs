@@ -46,6 +46,7 @@ pub async fn run(
         allow_deactivations: plan.policy.allow_deactivations,
         save_plan: false,
         expected: Some(Arc::new(plan.clone())),
+        trigger: crate::store::Trigger::new(format!("apply {}", plan.plan_id)),
     };
     let progress = RunProgress::start();
     let report = app.engine.run(&opts, &cancel, Some(progress.sink())).await;

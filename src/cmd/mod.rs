@@ -15,10 +15,12 @@ pub mod demo;
 #[cfg(not(feature = "demo"))]
 #[path = "no_demo.rs"]
 pub mod demo;
+pub mod history;
 pub mod progress;
 pub mod reconcile;
 pub mod run;
 pub mod status;
+pub mod why;
 
 use std::fmt;
 use std::path::Path;
@@ -119,6 +121,7 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
                 allow_deactivations,
                 save_plan: save_plan.is_some(),
                 expected: None,
+                ..RunOptions::default()
             };
             reconcile::run(&cli.config, &opts, output, save_plan.as_deref()).await
         }
@@ -131,6 +134,13 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
         Command::Demo { users } => demo::run(users).await,
         Command::Check { output } => check::run(&cli.config, output).await,
         Command::Status { output } => status::run(&cli.config, output).await,
+        Command::History {
+            user,
+            since,
+            op,
+            output,
+        } => history::run(&cli.config, user, since, op, output).await,
+        Command::Why { user, live, output } => why::run(&cli.config, &user, live, output).await,
     }
 }
 

@@ -184,6 +184,9 @@ pub struct SyncConfig {
     pub quarantine_after: u32,
     /// How long a quarantined user waits before the next attempt.
     pub quarantine_for: Duration,
+    /// How long closed journal rows (the audit trail `history` shows) are kept. Open rows are
+    /// kept whatever their age: recovery still needs them.
+    pub history_for: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -420,6 +423,18 @@ impl Config {
                 Bounds {
                     min: MINUTE,
                     max: 365 * DAY,
+                },
+            )?,
+            // 400 days by default, so a yearly audit finds last year's changes. At least a day
+            // (recovery and `why` read recent rows); at most ten years, which keeps the date
+            // arithmetic of the prune cutoff far from overflowing.
+            history_for: parse_duration(
+                "sync.history_for",
+                sync.history_for.as_deref(),
+                400 * DAY,
+                Bounds {
+                    min: DAY,
+                    max: 3660 * DAY,
                 },
             )?,
         };
@@ -900,6 +915,8 @@ mod tests {
             ("jitter = \"2d\"", "sync.jitter"),
             ("quarantine_for = \"500000y\"", "sync.quarantine_for"),
             ("quarantine_for = \"0s\"", "sync.quarantine_for"),
+            ("history_for = \"1h\"", "sync.history_for"),
+            ("history_for = \"100y\"", "sync.history_for"),
             ("full_every = \"0s\"", "sync.full_every"),
             ("stale_after = \"1000y\"", "sync.stale_after"),
         ] {

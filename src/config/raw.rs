@@ -72,6 +72,7 @@ pub(super) struct RawSync {
     pub(super) stale_after: Option<String>,
     pub(super) quarantine_after: Option<u32>,
     pub(super) quarantine_for: Option<String>,
+    pub(super) history_for: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

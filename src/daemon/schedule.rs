@@ -381,6 +381,7 @@ pub async fn scheduler(
                 };
                 let opts = RunOptions {
                     full,
+                    trigger: crate::store::Trigger::schedule(),
                     ..RunOptions::default()
                 };
                 in_flight = Some(spawn_supervised(

@@ -210,8 +210,39 @@ pub(super) fn desired_user(
     })
 }
 
+/// Which mapping source supplied each attribute of one app user (for `why`). `None` for a
+/// name means no source had a value and the local part of the userName was used; `None` for
+/// the userName means the user is skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttributeSources {
+    pub user_name: Option<Source>,
+    pub given_name: Option<Source>,
+    pub family_name: Option<Source>,
+}
+
+/// The sources [`desired_user`] takes each attribute from, by the same resolution: it can
+/// never name a different source than the one whose value the mapping used.
+pub(super) fn sources(app: &wire::AppUser, mapping: &AttributeMapping) -> AttributeSources {
+    let user = app.embedded.as_ref().and_then(|e| e.user.as_ref());
+    let winner = |chain: &[Source]| resolve_with_source(chain, app, user).map(|(s, _)| s.clone());
+    AttributeSources {
+        user_name: winner(&mapping.user_name),
+        given_name: winner(&mapping.given_name),
+        family_name: winner(&mapping.family_name),
+    }
+}
+
 /// The first non-blank string value along the chain, trimmed.
 fn resolve(chain: &[Source], app: &wire::AppUser, user: Option<&wire::User>) -> Option<String> {
+    resolve_with_source(chain, app, user).map(|(_, v)| v)
+}
+
+/// [`resolve`], with the source that supplied the value.
+fn resolve_with_source<'c>(
+    chain: &'c [Source],
+    app: &wire::AppUser,
+    user: Option<&wire::User>,
+) -> Option<(&'c Source, String)> {
     chain.iter().find_map(|source| {
         let value = match source {
             Source::AppUserName => app.credentials.as_ref()?.user_name.clone()?,
@@ -219,7 +250,7 @@ fn resolve(chain: &[Source], app: &wire::AppUser, user: Option<&wire::User>) -> 
             Source::UserProfile(attr) => string_value(user?.profile.as_ref()?.get(attr)?)?,
         };
         let value = value.trim();
-        (!value.is_empty()).then(|| value.to_string())
+        (!value.is_empty()).then(|| (source, value.to_string()))
     })
 }
 
@@ -365,5 +396,25 @@ mod tests {
         assert_eq!(id.as_str(), "00u3");
         assert!(reason.contains("app.credentials.userName"), "{reason}");
         assert!(reason.contains("user.profile.login"), "{reason}");
+    }
+
+    #[test]
+    fn sources_name_the_fallback_that_supplied_each_value() {
+        let json = serde_json::json!({
+            "id": "00u9",
+            "status": "ACTIVE",
+            "credentials": {"userName": "  "},
+            "profile": {"firstName": "Ann"},
+            "_embedded": {"user": {"status": "ACTIVE", "profile": {"login": "ann@example.com"}}}
+        });
+        let app: wire::AppUser = serde_json::from_value(json.clone()).expect("app user");
+        let s = sources(&app, &AttributeMapping::default());
+        // A blank app username falls through to the login; no lastName anywhere: the local part.
+        assert_eq!(s.user_name, Some(Source::UserProfile("login".into())));
+        assert_eq!(s.given_name, Some(Source::AppProfile("firstName".into())));
+        assert_eq!(s.family_name, None);
+        let d = map(json).expect("mapped");
+        assert_eq!(d.attrs.user_name, "ann@example.com");
+        assert_eq!(d.attrs.family_name, "ann");
     }
 }

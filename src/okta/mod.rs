@@ -35,12 +35,12 @@ use serde_json::Value;
 use url::{Host, Url};
 
 pub use error::{ApiErrorDetails, OAuthProblem, OktaError};
-pub use mapping::{entitlement, AttributeMapping, MappingError, Source};
+pub use mapping::{entitlement, AttributeMapping, AttributeSources, MappingError, Source};
 pub use oauth::{OAuthSettings, DEFAULT_SCOPES};
 
 use crate::limits::{self, BodyError};
 use crate::metrics::Metrics;
-use crate::model::{OktaGroupId, OktaRead, OktaUserId};
+use crate::model::{DesiredUser, OktaGroupId, OktaRead, OktaUserId};
 use crate::retry::{retry, Attempt, RetryPolicy};
 use ratelimit::{Decision, Limiter, RateHeaders};
 
@@ -148,6 +148,30 @@ impl std::error::Error for PartialRead {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.error)
     }
+}
+
+/// One app user as `why` reads it (`GET /apps/{appId}/users/{userId}?expand=user`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppUserView {
+    pub okta_id: OktaUserId,
+    /// `USER` (assigned directly) or `GROUP` (only through group membership), A2.1.
+    pub scope: Option<String>,
+    pub app_user_status: Option<String>,
+    /// The embedded Okta user's status (A2.4).
+    pub user_status: Option<String>,
+    /// The person as the sync would map them, exactly as a full read does; `Err` is the reason
+    /// the read would skip them.
+    pub mapped: Result<DesiredUser, String>,
+    /// Which mapping source supplied each attribute.
+    pub sources: AttributeSources,
+}
+
+/// An Okta user found by id or login (`GET /api/v1/users/{id}`), for `why`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserView {
+    pub okta_id: OktaUserId,
+    pub status: Option<String>,
+    pub login: Option<String>,
 }
 
 /// The Okta client. Cheap to clone; clones share the connection pool and rate-limit state.
@@ -358,6 +382,84 @@ impl OktaClient {
         })
         .await?;
         Ok(members)
+    }
+
+    /// One app user (GET /api/v1/apps/{appId}/users/{userId}?expand=user, A2), mapped the way
+    /// a full read maps it. `Ok(None)`: Okta answered 404, which for an app this org has means
+    /// the person is not assigned (callers first read something else of the app, such as its
+    /// groups, so a wrong app id is not mistaken for "not assigned").
+    pub async fn get_app_user(
+        &self,
+        user: &OktaUserId,
+        mapping: &AttributeMapping,
+    ) -> Result<Option<AppUserView>, OktaError> {
+        let url = self.url(
+            &["apps", &self.inner.app_id, "users", user.as_str()],
+            &[("expand", "user")],
+        );
+        let Some(fetched) = not_found_is_none(self.get(&url).await)? else {
+            return Ok(None);
+        };
+        let item: wire::AppUserWithScope = serde_json::from_slice(&fetched.body)
+            .map_err(|e| decode_error(url.path(), format!("app user {user}: {e}")))?;
+        let app = item.app_user;
+        let embedded = app.embedded.as_ref().and_then(|e| e.user.as_ref());
+        Ok(Some(AppUserView {
+            okta_id: user.clone(),
+            scope: item.scope,
+            app_user_status: app.status.clone(),
+            user_status: embedded.and_then(|u| u.status.clone()),
+            sources: mapping::sources(&app, mapping),
+            mapped: mapping::desired_user(user.clone(), &app, mapping).map_err(|(_, why)| why),
+        }))
+    }
+
+    /// An Okta user by id or login (GET /api/v1/users/{id}: "id, login, or unambiguous login
+    /// shortname", A2). `Ok(None)` when Okta answers 404.
+    pub async fn get_user(&self, id_or_login: &str) -> Result<Option<UserView>, OktaError> {
+        let url = self.url(&["users", id_or_login], &[]);
+        let Some(fetched) = not_found_is_none(self.get(&url).await)? else {
+            return Ok(None);
+        };
+        let u: wire::UserRecord = serde_json::from_slice(&fetched.body)
+            .map_err(|e| decode_error(url.path(), format!("user: {e}")))?;
+        let Some(id) = u.id.filter(|id| !id.is_empty()) else {
+            return Err(decode_error(url.path(), "a user without an id".into()));
+        };
+        Ok(Some(UserView {
+            okta_id: OktaUserId(id),
+            status: u.status,
+            login: u
+                .profile
+                .as_ref()
+                .and_then(|p| p.get("login"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        }))
+    }
+
+    /// The groups a user belongs to, with their `profile.name`, sorted by id
+    /// (GET /api/v1/users/{id}/groups, A2 `listUserGroups`; `Link` paging followed if sent).
+    pub async fn list_user_groups(
+        &self,
+        user: &OktaUserId,
+    ) -> Result<Vec<(OktaGroupId, String)>, OktaError> {
+        let first = self.url(&["users", user.as_str(), "groups"], &[]);
+        let mut groups = BTreeMap::new();
+        self.for_each_page(first, |endpoint, item| {
+            let id = item_id(endpoint, &item, "group")?;
+            let group: wire::UserGroup = serde_json::from_value(item)
+                .map_err(|e| decode_error(endpoint, format!("group {id}: {e}")))?;
+            let name = group
+                .profile
+                .and_then(|p| p.name)
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| id.clone());
+            groups.insert(OktaGroupId(id), name);
+            Ok(())
+        })
+        .await?;
+        Ok(groups.into_iter().collect())
     }
 
     /// For `check`: GET /api/v1/apps/{appId}, then one-item reads of the app users and app
@@ -621,6 +723,15 @@ impl OktaClient {
                 }
             }
         }
+    }
+}
+
+/// A single-resource read whose 404 means "there is none" (E0000007, A6).
+fn not_found_is_none(r: Result<Fetched, OktaError>) -> Result<Option<Fetched>, OktaError> {
+    match r {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.status() == Some(404) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

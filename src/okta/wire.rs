@@ -118,6 +118,36 @@ pub(super) struct GroupProfile {
     pub name: Option<String>,
 }
 
+/// `GET /api/v1/apps/{appId}/users/{userId}?expand=user` (A2, A2.1) for `why`: the app user
+/// with its assignment `scope` (`USER` direct, `GROUP` by group membership).
+#[derive(Debug, Deserialize)]
+pub(super) struct AppUserWithScope {
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(flatten)]
+    pub app_user: AppUser,
+}
+
+/// `GET /api/v1/users/{id-or-login}` (A2 `getUser`, A2.4): what `why` needs to find a person
+/// by login.
+#[derive(Debug, Deserialize)]
+pub(super) struct UserRecord {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default, deserialize_with = "bounded_profile")]
+    pub profile: Option<Profile>,
+}
+
+/// One item of `GET /api/v1/users/{id}/groups` (A2 `listUserGroups`): a `Group` (A2.3), whose
+/// `id` is read from the raw item.
+#[derive(Debug, Deserialize)]
+pub(super) struct UserGroup {
+    #[serde(default)]
+    pub profile: Option<GroupProfile>,
+}
+
 /// `GET /api/v1/apps/{appId}`: only what `check` reports.
 #[derive(Debug, Deserialize)]
 pub(super) struct Application {

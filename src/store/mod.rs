@@ -13,6 +13,8 @@
 //! - `snapshot`: what we believe Postman holds (users, groups and their members, users missing
 //!   from the last full listing, unmanaged members) and how a confirmed write changes it.
 //! - `journal`: the write-ahead journal (intend, close, recovery of interrupted writes, pruning).
+//! - `history`: the journal read back as the audit trail, adoptions recorded in it, and what
+//!   started each run.
 //! - `failures`: the per-user failure record and quarantine.
 //! - `runs`: run history, the last successful and last full run, runs a panic left unfinished.
 //! - `lock`: the single-writer lock file and the private (0600, no-symlink) file helpers.
@@ -21,6 +23,7 @@
 //! their own, and none of them may reach the network or the clock (`now` is a parameter).
 
 mod failures;
+mod history;
 mod journal;
 mod lock;
 mod runs;
@@ -33,6 +36,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 pub use failures::FailureRecord;
+pub use history::{Adopted, HistoryEntry, HistoryFilter, Trigger};
 pub use journal::{Failure, PendingWrite, Quarantine, UnresolvedWrite, RECOVERY_ATTEMPTS};
 pub use lock::StateLock;
 pub use runs::RunRecord;

@@ -51,10 +51,12 @@ impl Store {
                 params![run_id, ts(finished), outcome, counts.to_string(), errors.to_string()],
             )
             .map_err(|e| self.err(e))?;
-        // Keep the history bounded.
+        // Keep the history bounded, except the runs the journal still names: `history` shows
+        // what started each write for as long as `[sync] history_for` keeps it.
         self.conn
             .execute(
-                "DELETE FROM runs WHERE run_id NOT IN (SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 500)",
+                "DELETE FROM runs WHERE run_id NOT IN (SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 500)
+                     AND run_id NOT IN (SELECT run_id FROM journal)",
                 [],
             )
             .map_err(|e| self.err(e))?;

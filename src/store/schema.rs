@@ -83,11 +83,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE journal ADD COLUMN parked_at TEXT;
     ALTER TABLE users ADD COLUMN missing_since TEXT;
     "#,
-    // 4 (issue 13): what triggered each run, and the saved plan (`apply FILE`) a journalled
-    // write carried out. Both nullable: older rows have neither. The `history` branch adds the
-    // same migration with the same text; keep one copy when merging.
+    // 4 (issue 13): the audit trail. What started each run (`schedule`, `reconcile`, `apply`),
+    // and the saved plan a journalled write carried out (`apply FILE`). Both nullable: rows
+    // written before this version have neither, and `history` says so.
     r#"
-    ALTER TABLE runs ADD COLUMN trigger TEXT; ALTER TABLE journal ADD COLUMN plan_id TEXT;
+    ALTER TABLE runs ADD COLUMN trigger TEXT;
+    ALTER TABLE journal ADD COLUMN plan_id TEXT;
+    CREATE INDEX journal_created ON journal (created_at);
     "#,
 ];
 

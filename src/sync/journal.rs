@@ -305,6 +305,15 @@ impl Journal {
     }
 }
 
+/// A write's payload with the planner's reason added, so the journal (and `history`) can say
+/// why it was made. Payloads are objects; anything else is left as it is.
+pub fn with_reason(mut payload: serde_json::Value, reason: &str) -> serde_json::Value {
+    if let Some(o) = payload.as_object_mut() {
+        o.insert("reason".into(), reason.into());
+    }
+    payload
+}
+
 /// The snapshot change that links a Postman user to an Okta user.
 pub fn link_user(okta_id: &OktaUserId, u: &PostmanUser) -> (ScimRef, Vec<SnapshotChange>) {
     (

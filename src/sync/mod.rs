@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::model::{OktaUserId, PostmanUser};
 use crate::okta::{AttributeMapping, OktaClient};
 use crate::scim::{ScimClient, ScimError};
-use crate::store::{Quarantine, StoreHandle, UnmanagedRecord};
+use crate::store::{Quarantine, StoreHandle, Trigger, UnmanagedRecord};
 
 use groups::apply::GroupApplier;
 use groups::plan::{GroupOperation, GroupPlan, GroupPolicy};
@@ -61,6 +61,8 @@ pub struct RunOptions {
     /// `apply FILE`: the saved plan this run must match. The fresh plan is carried out only
     /// when it holds exactly these operations; otherwise the run is refused before any write.
     pub expected: Option<Arc<SavedPlan>>,
+    /// What asked for the run (`reconcile` unless said otherwise), recorded for `history`.
+    pub trigger: Trigger,
 }
 
 /// Watches a run's user writes (a progress display, the daemon's stuck-run watch).
@@ -242,8 +244,11 @@ impl Engine {
                 report.errors.push(e.to_string());
                 report.raise(Outcome::Failed);
             }
-            // The journal is a write-ahead log, not an audit trail: keep 30 days of it.
-            let cutoff = report.finished_at - chrono::Duration::days(30);
+            // The journal is also the audit trail `history` reads: keep `[sync] history_for`
+            // of it (the prune never drops a row recovery still needs).
+            let cutoff = report.finished_at
+                - chrono::Duration::from_std(self.config.sync.history_for)
+                    .unwrap_or(chrono::Duration::days(400));
             if let Err(e) = self.store.call(move |s| s.journal_prune(cutoff)).await {
                 tracing::warn!(error = %e, "could not prune the journal");
             }
@@ -343,10 +348,13 @@ impl Engine {
         report.full = full;
 
         if !opts.dry_run {
-            let id = report.run_id.clone();
+            let (id, trigger) = (report.run_id.clone(), opts.trigger.clone());
             if let Err(e) = self
                 .store
-                .call(move |s| s.run_started(&id, now, full))
+                .call(move |s| {
+                    s.run_started(&id, now, full)?;
+                    s.set_run_trigger(&id, &trigger)
+                })
                 .await
             {
                 return report.fail(e.to_string());

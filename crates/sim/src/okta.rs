@@ -864,6 +864,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/apps/{app_id}/groups", get(list_app_groups))
         .route("/api/v1/groups/{group_id}", get(get_group))
         .route("/api/v1/groups/{group_id}/users", get(list_group_users))
+        .route("/api/v1/users/{user_id}", get(get_user))
+        .route("/api/v1/users/{user_id}/groups", get(list_user_groups))
         .fallback(not_found_path)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
@@ -1694,6 +1696,69 @@ async fn list_group_users(
     json_bytes(headers, body)
 }
 
+/// The user `GET /api/v1/users/{id}` names: "id, login, or unambiguous login shortname"
+/// (okta-api.md A2 `getUser`). Logins are matched case-insensitively, as Okta does for sign-in.
+fn find_user<'a>(state: &'a OktaState, key: &str) -> Option<(&'a String, &'a SimUser)> {
+    if let Some(found) = state.users.get_key_value(key) {
+        return Some(found);
+    }
+    let key = key.to_lowercase();
+    if let Some(found) = state
+        .users
+        .iter()
+        .find(|(_, u)| u.login.to_lowercase() == key)
+    {
+        return Some(found);
+    }
+    let mut short = state
+        .users
+        .iter()
+        .filter(|(_, u)| u.login.split('@').next().map(str::to_lowercase) == Some(key.clone()));
+    match (short.next(), short.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    }
+}
+
+async fn get_user(State(shared): State<Arc<Shared>>, Path(user_id): Path<String>) -> Response {
+    let mut inner = lock(&shared.inner);
+    let state = &mut inner.state;
+    match find_user(state, &user_id) {
+        Some((id, u)) => Json(user_out(&shared.base_url, id, u)).into_response(),
+        None => okta_error(
+            state,
+            StatusCode::NOT_FOUND,
+            "E0000007",
+            &format!("Not found: Resource not found: {user_id} (User)"),
+        ),
+    }
+}
+
+/// `GET /api/v1/users/{id}/groups` (A2 `listUserGroups`): the user's groups as Group objects.
+/// Okta takes the user's id here (a login is not documented for this path), so only ids match.
+async fn list_user_groups(
+    State(shared): State<Arc<Shared>>,
+    Path(user_id): Path<String>,
+) -> Response {
+    let base = shared.base_url.clone();
+    let mut inner = lock(&shared.inner);
+    let state = &mut inner.state;
+    let Some(user) = state.users.get(&user_id) else {
+        return okta_error(
+            state,
+            StatusCode::NOT_FOUND,
+            "E0000007",
+            &format!("Not found: Resource not found: {user_id} (User)"),
+        );
+    };
+    let items: Vec<Value> = user
+        .groups
+        .iter()
+        .filter_map(|gid| state.groups.get(gid).map(|g| group_json(&base, gid, g)))
+        .collect();
+    Json(Value::Array(items)).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1832,6 +1897,38 @@ mod tests {
         assert_eq!(resp.status(), 403);
         let body: Value = resp.json().await.expect("json");
         assert_eq!(body["errorCode"], "E0000006");
+    }
+
+    #[tokio::test]
+    async fn a_user_is_found_by_id_login_or_shortname_and_lists_its_groups() {
+        let (fake, client) = start(OktaSimConfig::default()).await;
+        let ann = fake.add_user(UserSpec::new("ann.lee@example.com", "Ann", "Lee"));
+        let eng = fake.add_group("Engineering");
+        fake.add_member(&eng, &ann).expect("member");
+        let base = fake.base_url();
+        for key in [ann.as_str(), "Ann.Lee@Example.com", "ann.lee"] {
+            let resp = get(&client, &format!("{base}/api/v1/users/{key}")).await;
+            assert_eq!(resp.status(), 200, "{key}");
+            let body: Value = resp.json().await.expect("json");
+            assert_eq!(body["id"], ann.as_str());
+            assert_eq!(body["profile"]["login"], "ann.lee@example.com");
+        }
+        let resp = get(&client, &format!("{base}/api/v1/users/nobody@example.com")).await;
+        assert_eq!(resp.status(), 404);
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(body["errorCode"], "E0000007");
+        let resp = get(&client, &format!("{base}/api/v1/users/{ann}/groups")).await;
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(body[0]["id"], eng.as_str());
+        assert_eq!(body[0]["profile"]["name"], "Engineering");
+        // The groups path takes an id, not a login.
+        let resp = get(
+            &client,
+            &format!("{base}/api/v1/users/ann.lee@example.com/groups"),
+        )
+        .await;
+        assert_eq!(resp.status(), 404);
     }
 
     #[tokio::test]

@@ -14,12 +14,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
-use crate::model::{ManagedGroup, OktaGroupId, PostmanGroup, ScimGroupId, ScimUserId, Subject};
+use crate::model::{
+    ManagedGroup, OktaGroupId, OpKind, PostmanGroup, ScimGroupId, ScimUserId, Subject,
+};
 use crate::scim::{GroupCreateOutcome, ScimClient, ScimError};
-use crate::store::{GroupChange, SnapshotChange, StoreError};
+use crate::store::{Adopted, GroupChange, SnapshotChange, StoreError};
 use crate::sync::describe;
 use crate::sync::journal::{
-    link_group, unless_stopped, CreateAnswer, Created, Fatal, Journal, Sent, Write,
+    link_group, unless_stopped, with_reason, CreateAnswer, Created, Fatal, Journal, Sent, Write,
     STOPPED_MID_WRITE,
 };
 use crate::sync::outcome::OpStatus;
@@ -111,7 +113,7 @@ impl GroupApplier {
             subject: Subject::Group(op.okta_id.clone()),
             kind: op.kind(),
             label: &op.display_name,
-            payload,
+            payload: with_reason(payload, &op.reason),
         };
         async move {
             match &op.action {
@@ -122,10 +124,36 @@ impl GroupApplier {
                         display_name: op.display_name.clone(),
                         members: members.clone(),
                     };
+                    // No SCIM write, but a change of who manages the group: journalled as a
+                    // closed row (with the link) so `history` shows it.
+                    let payload =
+                        with_reason(json!({"scim_id": scim_id, "members": members}), &op.reason)
+                            .to_string();
+                    let (run_id, plan_id, subject, label, scim) = (
+                        self.journal.run_id.clone(),
+                        self.journal.plan_id.clone(),
+                        Subject::Group(op.okta_id.clone()),
+                        op.display_name.clone(),
+                        scim_id.to_string(),
+                    );
                     let change = SnapshotChange::Group(GroupChange::Upsert(g));
                     self.journal
                         .store
-                        .call(move |s| s.apply_changes(&[change], Utc::now()))
+                        .call(move |s| {
+                            s.journal_adopted(
+                                &Adopted {
+                                    run_id: &run_id,
+                                    plan_id: plan_id.as_deref(),
+                                    subject: &subject,
+                                    kind: OpKind::GroupAdopt,
+                                    label: &label,
+                                    scim_id: &scim,
+                                    payload: &payload,
+                                },
+                                &[change],
+                                Utc::now(),
+                            )
+                        })
                         .await
                         .map_err(Fatal)?;
                     tracing::info!("adopted existing Postman group");
@@ -265,7 +293,7 @@ impl GroupApplier {
             subject: Subject::Group(op.okta_id.clone()),
             kind: op.kind(),
             label: &op.display_name,
-            payload: json!({"display_name": op.display_name}),
+            payload: with_reason(json!({"display_name": op.display_name}), &op.reason),
         };
         let name = op.display_name.as_str();
         let outcome = self

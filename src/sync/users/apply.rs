@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
-use crate::model::{ManagedUser, OktaUserId, PostmanUser, Subject, UserAttrs};
+use crate::model::{ManagedUser, OktaUserId, OpKind, PostmanUser, Subject, UserAttrs};
 use crate::scim::{CreateOutcome, ScimClient};
-use crate::store::{SnapshotChange, StoreError};
+use crate::store::{Adopted, SnapshotChange, StoreError};
 use crate::sync::journal::{
-    link_user, unless_stopped, CreateAnswer, Created, Fatal, Journal, Sent, Write,
+    link_user, unless_stopped, with_reason, CreateAnswer, Created, Fatal, Journal, Sent, Write,
     STOPPED_MID_WRITE,
 };
 use crate::sync::outcome::OpStatus;
@@ -140,7 +140,7 @@ impl Applier {
             subject: subject.clone(),
             kind: op.kind(),
             label: &op.user_name,
-            payload,
+            payload: with_reason(payload, &op.reason),
         };
         match &op.action {
             Action::Adopt {
@@ -154,9 +154,36 @@ impl Applier {
                     attrs: attrs.clone(),
                     active: *active,
                 };
+                // No SCIM write, but from now on we manage this account: journalled as a
+                // closed row together with the link, so `history` shows when and why.
+                let payload = with_reason(
+                    json!({"scim_id": scim_id, "attrs": attrs, "active": active}),
+                    &op.reason,
+                )
+                .to_string();
+                let (run_id, plan_id, label, scim) = (
+                    self.journal.run_id.clone(),
+                    self.journal.plan_id.clone(),
+                    op.user_name.clone(),
+                    scim_id.to_string(),
+                );
                 self.journal
                     .store
-                    .call(move |s| s.apply_changes(&[SnapshotChange::Upsert(m)], Utc::now()))
+                    .call(move |s| {
+                        s.journal_adopted(
+                            &Adopted {
+                                run_id: &run_id,
+                                plan_id: plan_id.as_deref(),
+                                subject: &subject,
+                                kind: OpKind::Adopt,
+                                label: &label,
+                                scim_id: &scim,
+                                payload: &payload,
+                            },
+                            &[SnapshotChange::Upsert(m)],
+                            Utc::now(),
+                        )
+                    })
                     .await
                     .map_err(Fatal)?;
                 tracing::info!("adopted existing Postman member");
@@ -223,7 +250,7 @@ impl Applier {
             subject: Subject::User(op.okta_id.clone()),
             kind: op.kind(),
             label: &op.user_name,
-            payload: json!({"attrs": attrs}),
+            payload: with_reason(json!({"attrs": attrs}), &op.reason),
         };
         let created = self
             .journal

@@ -14,12 +14,15 @@
 //!   from the last full listing, unmanaged members) and how a confirmed write changes it.
 //! - `journal`: the write-ahead journal (intend, close, recovery of interrupted writes, pruning).
 //! - `failures`: the per-user failure record and quarantine.
+//! - `events`: the System Log cursor, event dedup, the durable queue of event work and the
+//!   event guard's window (issue 14).
 //! - `runs`: run history, the last successful and last full run, runs a panic left unfinished.
 //! - `lock`: the single-writer lock file and the private (0600, no-symlink) file helpers.
 //!
 //! Only this file touches the connection's setup; the submodules must not open connections of
 //! their own, and none of them may reach the network or the clock (`now` is a parameter).
 
+mod events;
 mod failures;
 mod journal;
 mod lock;
@@ -32,6 +35,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
+pub use events::{
+    EventCause, EventStatus, HeldDeactivation, QueueKind, QueuedHint, Taken, MAX_QUEUE,
+};
 pub use failures::FailureRecord;
 pub use journal::{Failure, PendingWrite, Quarantine, UnresolvedWrite, RECOVERY_ATTEMPTS};
 pub use lock::StateLock;

@@ -9,6 +9,7 @@
 //! - [`journal`]: the one journalled write both `apply` steps use, and recovery.
 //! - [`guard`]: the guards over the whole plan, checked before the first write.
 //! - [`outcome`]: the typed report (operation kinds, states, counts, the run's outcome).
+//! - [`targeted`]: [`Engine::run_targeted`], the same pipeline for the users Okta events name.
 //!
 //! Nothing outside this module implements the engine.
 
@@ -16,6 +17,7 @@ pub mod groups;
 pub mod guard;
 pub mod journal;
 pub mod outcome;
+pub mod targeted;
 pub mod users;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -250,6 +250,8 @@ pub struct DrainSummary {
     pub rows: usize,
     /// The writer was busy (a scheduled run): the queue waits.
     pub busy: bool,
+    /// The report of each targeted reconcile.
+    pub reports: Vec<crate::sync::RunReport>,
 }
 
 /// Works off the queue with targeted reconciles, each taken as the one writer (`running`),
@@ -281,7 +283,7 @@ pub async fn drain(
         let result = work_off(engine, &queue, cancel).await;
         state.event_work.store(false, Ordering::SeqCst);
         state.running.store(false, Ordering::SeqCst);
-        result?;
+        summary.reports.push(result?);
         summary.runs += 1;
         summary.rows += queue.len();
         if queue.len() < BATCH {
@@ -295,7 +297,7 @@ async fn work_off(
     engine: &Engine,
     queue: &[QueuedHint],
     cancel: &CancellationToken,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<crate::sync::RunReport, crate::store::StoreError> {
     let mut targets = Targets::default();
     for h in queue {
         match h.kind {
@@ -314,7 +316,7 @@ async fn work_off(
     let out = engine.run_targeted(&targets, cancel).await;
     if cancel.is_cancelled() && out.report.outcome == Outcome::Failed {
         // Stopped: everything stays queued, and no attempt is counted.
-        return Ok(());
+        return Ok(out.report);
     }
     let failed_whole = out.report.outcome == Outcome::Failed;
     let (failed, done): (Vec<QueuedHint>, Vec<QueuedHint>) =
@@ -351,7 +353,7 @@ async fn work_off(
     }
     let held = engine.store.call(|s| s.event_held()).await?;
     engine.metrics.events.set_held(held.len() as i64);
-    Ok(())
+    Ok(out.report)
 }
 
 /// The event worker of the daemon: polls the System Log every `[events] poll_interval` (when

@@ -146,7 +146,7 @@ impl OktaClient {
     ) -> Result<LogPage, OktaError> {
         let first = self.url(&["logs"], &[]);
         let url = match cursor {
-            LogCursor::Next(link) => self.next_url(&first, link)?,
+            LogCursor::Next(link) => self.log_link(&first, link)?,
             LogCursor::Since(t) => {
                 let filter = event_types
                     .iter()
@@ -181,12 +181,31 @@ impl OktaClient {
                 None => page.unreadable += 1,
             }
         }
-        // Resolved against the page, kept only on the org's origin (the token follows it).
+        // Resolved against the page, kept only on the org's origin (the token follows it). On
+        // an empty page the link may be the page itself: polling waits there for new events.
         page.next = match fetched.next {
-            Some(raw) => Some(self.next_url(&url, &raw).map(String::from)?),
+            Some(raw) => Some(self.log_link(&url, &raw)?.into()),
             None => None,
         };
         Ok(page)
+    }
+
+    /// A System Log `next` link, used as given (opaque, A7.1) but only on the org's origin.
+    /// Unlike a listing's next link it may repeat the page just read: a polling request's
+    /// pages never end, and an empty one points at itself until events arrive.
+    fn log_link(&self, current: &url::Url, raw: &str) -> Result<url::Url, OktaError> {
+        let endpoint = current.path();
+        let next = current.join(raw).map_err(|e| OktaError::BadNextLink {
+            endpoint: endpoint.to_string(),
+            detail: format!("not a URL ({e})"),
+        })?;
+        if next.origin() != self.inner.org_url.origin() {
+            return Err(OktaError::ForeignNextLink {
+                endpoint: endpoint.to_string(),
+                origin: next.origin().ascii_serialization(),
+            });
+        }
+        Ok(next)
     }
 
     /// Re-reads one app user (`GET /api/v1/apps/{appId}/users/{userId}?expand=user`).

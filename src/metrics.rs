@@ -298,7 +298,9 @@ impl EventMetrics {
             "Targeted reconciles run for events, by outcome",
             targeted.clone(),
         );
-        let lag = Histogram::new([0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 300.0, 900.0]);
+        let lag = Histogram::new([
+            0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 300.0, 900.0,
+        ]);
         registry.register(
             "event_lag_seconds",
             "From an event's Okta `published` time to the end of the Postman write it caused",

@@ -537,13 +537,12 @@ fn events_config(raw: raw::RawEvents, listening: bool) -> Result<EventsConfig, C
             },
         )?,
         hook,
-        hook_secret: raw
-            .hook_secret_file
-            .map(SecretSource::File)
-            .unwrap_or(SecretSource::EnvOrCredential {
+        hook_secret: raw.hook_secret_file.map(SecretSource::File).unwrap_or(
+            SecretSource::EnvOrCredential {
                 env: EVENT_HOOK_SECRET_ENV,
                 credential: EVENT_HOOK_SECRET_CREDENTIAL,
-            }),
+            },
+        ),
         guard_window: parse_duration(
             "events.guard_window",
             raw.guard_window.as_deref(),

@@ -561,7 +561,7 @@ async fn status(State(s): State<AppState>, headers: HeaderMap) -> Response {
         }
     };
     // Issue 14: the System Log cursor, the last event applied and held deactivations.
-    let events = s.store.call(|st| st.event_status()).await.unwrap_or_default();
+    let events = &report.events;
     if details {
         return Json(json!({
             "events": events,

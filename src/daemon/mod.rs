@@ -117,7 +117,9 @@ pub async fn run_with_runner(
     cancel.cancel();
     if let Some(w) = events_worker {
         if tokio::time::timeout(STOP_GRACE, w).await.is_err() {
-            tracing::warn!("the event worker did not stop in time; its queue is kept for the next start");
+            tracing::warn!(
+                "the event worker did not stop in time; its queue is kept for the next start"
+            );
         }
     }
     if let Some(s) = server {

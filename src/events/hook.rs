@@ -64,7 +64,9 @@ impl HookSecret {
             ));
         }
         if !t.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            return Err("the Event Hook secret must be printable ASCII (it is an HTTP header value)".into());
+            return Err(
+                "the Event Hook secret must be printable ASCII (it is an HTTP header value)".into(),
+            );
         }
         Ok(Self(Arc::new(secret)))
     }
@@ -186,12 +188,18 @@ async fn deliver(State(h): State<Arc<HookState>>, req: Request<Body>) -> Respons
         ),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "could not queue an Event Hook delivery");
-            problem(StatusCode::SERVICE_UNAVAILABLE, "the state database could not take the delivery")
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the state database could not take the delivery",
+            )
         }
         Err(_) => {
             // The write may still finish; a retry by Okta is deduplicated by uuid.
             h.wake.notify_one();
-            problem(StatusCode::SERVICE_UNAVAILABLE, "the state database is busy")
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the state database is busy",
+            )
         }
     }
 }

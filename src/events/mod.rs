@@ -66,6 +66,8 @@ const MAX_PAGES_PER_POLL: usize = 10;
 const DENIED_RETRY: Duration = Duration::from_secs(3600);
 /// How often the worker looks again while work is queued but the writer is busy.
 const BUSY_RETRY: Duration = Duration::from_millis(250);
+/// The least time one poll (with the client's retries) may take before it is dropped.
+const POLL_BUDGET_FLOOR: Duration = Duration::from_secs(10);
 
 /// Why an event causes no re-read (the `reason` label of `events_ignored`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +100,8 @@ pub fn hints(ev: &LogEvent, app_id: &str) -> Result<Vec<(QueueKind, String)>, Ig
         return Err(Ignored::Failed);
     }
     // Assignment events name the app: another app's assignments are not ours.
-    let about_apps = t.starts_with("application.") || t.starts_with("group.application_assignment.");
+    let about_apps =
+        t.starts_with("application.") || t.starts_with("group.application_assignment.");
     if about_apps && !ev.app_targets.is_empty() && !ev.app_targets.iter().any(|a| a == app_id) {
         return Err(Ignored::OtherApp);
     }
@@ -125,7 +128,10 @@ pub fn classify(
     events: &[LogEvent],
     app_id: &str,
     source: &str,
-) -> (Vec<(EventCause, Vec<(QueueKind, String)>)>, BTreeMap<&'static str, u64>) {
+) -> (
+    Vec<(EventCause, Vec<(QueueKind, String)>)>,
+    BTreeMap<&'static str, u64>,
+) {
     let mut take = Vec::new();
     let mut ignored: BTreeMap<&'static str, u64> = BTreeMap::new();
     for ev in events {
@@ -197,15 +203,15 @@ pub async fn poll_once(engine: &Engine) -> Result<PollSummary, PollError> {
         let new_next = page.next.clone();
         let taken = store
             .call(move |s| {
-                let cursor = new_next
-                    .as_deref()
-                    .map(|n| (Some(n), since_s.as_deref()));
+                let cursor = new_next.as_deref().map(|n| (Some(n), since_s.as_deref()));
                 s.events_take(&take, cursor, Utc::now())
             })
             .await
             .map_err(PollError::Store)?;
         if taken.overflow {
-            tracing::warn!("the event queue is full: the System Log cursor waits until the queue drains");
+            tracing::warn!(
+                "the event queue is full: the System Log cursor waits until the queue drains"
+            );
             summary.overflow = true;
             break;
         }
@@ -319,16 +325,13 @@ async fn work_off(
         return Ok(out.report);
     }
     let failed_whole = out.report.outcome == Outcome::Failed;
-    let (failed, done): (Vec<QueuedHint>, Vec<QueuedHint>) =
-        queue.iter().cloned().partition(|h| {
-            failed_whole
-                || match h.kind {
-                    QueueKind::User => out.failed_users.contains(&OktaUserId(h.okta_id.clone())),
-                    QueueKind::Group => {
-                        out.failed_groups.contains(&OktaGroupId(h.okta_id.clone()))
-                    }
-                }
-        });
+    let (failed, done): (Vec<QueuedHint>, Vec<QueuedHint>) = queue.iter().cloned().partition(|h| {
+        failed_whole
+            || match h.kind {
+                QueueKind::User => out.failed_users.contains(&OktaUserId(h.okta_id.clone())),
+                QueueKind::Group => out.failed_groups.contains(&OktaGroupId(h.okta_id.clone())),
+            }
+    });
     for (cause, at) in &out.applied {
         let lag = (*at - cause.published).num_milliseconds() as f64 / 1000.0;
         engine.metrics.events.lag(lag);
@@ -371,24 +374,37 @@ pub async fn worker(
     loop {
         if cfg.system_log && Instant::now() >= next_poll {
             next_poll = Instant::now() + cfg.poll_interval;
-            match cancel.run_until_cancelled(poll_once(&engine)).await {
+            // Fast recovery: a poll that keeps retrying through an outage is dropped after a
+            // few intervals (it only reads; its cursor did not move), and the next poll starts
+            // fresh as soon as Okta answers again.
+            let budget = (cfg.poll_interval * 3).max(POLL_BUDGET_FLOOR);
+            let poll = tokio::time::timeout(budget, poll_once(&engine));
+            match cancel.run_until_cancelled(poll).await {
                 None => break,
-                Some(Ok(s)) if s.queued > 0 => {
-                    tracing::debug!(events = s.events, queued = s.queued, "System Log poll");
+                Some(Err(_)) => {
+                    tracing::warn!(seconds = budget.as_secs(), "a System Log poll took too long (Okta slow or failing); the next poll tries again");
+                    next_poll = Instant::now();
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) if e.is_denied() => {
-                    if !warned_denied {
-                        tracing::warn!(
-                            error = %e,
-                            "Okta refused to show the System Log (403): grant the OAuth scope okta.logs.read (or use an admin token that can read logs). Falling back to the schedule alone; polling is tried again hourly"
-                        );
-                        warned_denied = true;
+                Some(Ok(r)) => match r {
+                    Ok(s) if s.queued > 0 => {
+                        tracing::debug!(events = s.events, queued = s.queued, "System Log poll");
                     }
-                    next_poll = Instant::now() + DENIED_RETRY;
-                }
-                // Transient (after the client's own retries): the next poll tries again.
-                Some(Err(e)) => tracing::warn!(error = %e, "System Log poll failed; the next poll tries again"),
+                    Ok(_) => {}
+                    Err(e) if e.is_denied() => {
+                        if !warned_denied {
+                            tracing::warn!(
+                                error = %e,
+                                "Okta refused to show the System Log (403): grant the OAuth scope okta.logs.read (or use an admin token that can read logs). Falling back to the schedule alone; polling is tried again hourly"
+                            );
+                            warned_denied = true;
+                        }
+                        next_poll = Instant::now() + DENIED_RETRY;
+                    }
+                    // Transient (after the client's own retries): the next poll tries again.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "System Log poll failed; the next poll tries again")
+                    }
+                },
             }
         }
         let busy = match drain(&engine, &state, &cancel).await {
@@ -403,7 +419,11 @@ pub async fn worker(
         } else {
             Duration::from_secs(3600)
         };
-        let wait = if busy { until_poll.min(BUSY_RETRY) } else { until_poll };
+        let wait = if busy {
+            until_poll.min(BUSY_RETRY)
+        } else {
+            until_poll
+        };
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = wake.notified() => {}
@@ -432,19 +452,41 @@ mod tests {
     fn each_family_names_what_it_changes_and_the_rest_is_ignored() {
         let app = "0oapostman";
         assert_eq!(
-            hints(&ev("application.user_membership.remove", &["00u1"], &[], &[app]), app),
+            hints(
+                &ev("application.user_membership.remove", &["00u1"], &[], &[app]),
+                app
+            ),
             Ok(vec![(QueueKind::User, "00u1".into())])
         );
         assert_eq!(
-            hints(&ev("group.user_membership.add", &["00u1"], &["00g1"], &[]), app),
+            hints(
+                &ev("group.user_membership.add", &["00u1"], &["00g1"], &[]),
+                app
+            ),
             Ok(vec![(QueueKind::User, "00u1".into())])
         );
         assert_eq!(
-            hints(&ev("group.application_assignment.remove", &[], &["00g1"], &[app]), app),
+            hints(
+                &ev(
+                    "group.application_assignment.remove",
+                    &[],
+                    &["00g1"],
+                    &[app]
+                ),
+                app
+            ),
             Ok(vec![(QueueKind::Group, "00g1".into())])
         );
         assert_eq!(
-            hints(&ev("application.user_membership.add", &["00u1"], &[], &["0oaother"]), app),
+            hints(
+                &ev(
+                    "application.user_membership.add",
+                    &["00u1"],
+                    &[],
+                    &["0oaother"]
+                ),
+                app
+            ),
             Err(Ignored::OtherApp)
         );
         assert_eq!(

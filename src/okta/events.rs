@@ -168,7 +168,10 @@ impl OktaClient {
         let fetched = self.get(&url).await?;
         let endpoint = url.path();
         let items: Vec<Value> = serde_json::from_slice(&fetched.body).map_err(|e| {
-            decode_error(endpoint, format!("the System Log page is not a JSON array: {e}"))
+            decode_error(
+                endpoint,
+                format!("the System Log page is not a JSON array: {e}"),
+            )
         })?;
         let mut page = LogPage {
             events: Vec::new(),

@@ -223,19 +223,21 @@ impl Store {
             },
         )?;
         rows.into_iter()
-            .map(|(kind, okta_id, uuid, event_type, published, source, attempts)| {
-                Ok(QueuedHint {
-                    kind: QueueKind::parse(&kind),
-                    okta_id,
-                    cause: EventCause {
-                        uuid,
-                        event_type,
-                        published: parse_time(&path, &published)?,
-                        source,
-                    },
-                    attempts: clamp_count(attempts),
-                })
-            })
+            .map(
+                |(kind, okta_id, uuid, event_type, published, source, attempts)| {
+                    Ok(QueuedHint {
+                        kind: QueueKind::parse(&kind),
+                        okta_id,
+                        cause: EventCause {
+                            uuid,
+                            event_type,
+                            published: parse_time(&path, &published)?,
+                            source,
+                        },
+                        attempts: clamp_count(attempts),
+                    })
+                },
+            )
             .collect()
     }
 
@@ -494,7 +496,8 @@ mod tests {
     fn the_guard_window_counts_recent_deactivations_only() {
         let mut s = Store::in_memory().expect("mem");
         let old = now() - chrono::Duration::hours(2);
-        s.event_guard_record(&["a".into()], &[], old, old).expect("old");
+        s.event_guard_record(&["a".into()], &[], old, old)
+            .expect("old");
         s.event_guard_record(&["b".into(), "c".into()], &[], now(), old)
             .expect("new");
         assert_eq!(

@@ -238,7 +238,10 @@ impl Engine {
                         // there changes only the wording.
                         Ok(AppUserRead::NotAssigned) if active_managed => {
                             let status = self.okta.read_user_status(&uid).await;
-                            Reread::Read(AppUserRead::NotAssigned, Some(gone_reason(status.as_ref().ok())))
+                            Reread::Read(
+                                AppUserRead::NotAssigned,
+                                Some(gone_reason(status.as_ref().ok())),
+                            )
                         }
                         Ok(r) => Reread::Read(r, None),
                     };
@@ -407,7 +410,10 @@ impl Engine {
 
         // ---- writes from here on -----------------------------------------------------------
         nothing_written.spend();
-        let deactivating: Vec<String> = plan.deactivations().map(|o| o.okta_id.to_string()).collect();
+        let deactivating: Vec<String> = plan
+            .deactivations()
+            .map(|o| o.okta_id.to_string())
+            .collect();
         let held_rows = out.held.clone();
         let prune = since;
         if let Err(e) = self
@@ -489,9 +495,6 @@ mod tests {
             gone_reason(Some(&Some("DEPROVISIONED".into()))),
             "deactivated in Okta"
         );
-        assert_eq!(
-            gone_reason(None),
-            "unassigned from the Postman app in Okta"
-        );
+        assert_eq!(gone_reason(None), "unassigned from the Postman app in Okta");
     }
 }

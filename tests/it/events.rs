@@ -76,7 +76,9 @@ async fn each_event_kind_reaches_postman_with_the_event_in_its_reason() {
         "Con",
         "Tractor",
     ));
-    w.okta.add_member(&dropped_group, &contractor).expect("member");
+    w.okta
+        .add_member(&dropped_group, &contractor)
+        .expect("member");
     let engine = w.engine();
     let first = engine
         .run(
@@ -99,7 +101,9 @@ async fn each_event_kind_reaches_postman_with_the_event_in_its_reason() {
         .expect("email");
     w.okta.deactivate(&deactivated).expect("deactivate");
     w.okta.remove_member(&group, &left).expect("leave group");
-    w.okta.unassign_group(&dropped_group).expect("unassign group");
+    w.okta
+        .unassign_group(&dropped_group)
+        .expect("unassign group");
     let joined = w.okta.add_user(okta_postman_sync_sim::UserSpec::new(
         "jo.ined@example.com",
         "Jo",
@@ -113,17 +117,28 @@ async fn each_event_kind_reaches_postman_with_the_event_in_its_reason() {
     assert!(!active(&w, "una.assigned@example.com"));
     assert!(!active(&w, "sue.pended@example.com"));
     assert!(!active(&w, "dee.activated@example.com"));
-    assert!(!active(&w, "lea.ving@example.com"), "left an assigned group");
+    assert!(
+        !active(&w, "lea.ving@example.com"),
+        "left an assigned group"
+    );
     assert!(
         !active(&w, "con.tractor@example.com"),
         "their group was unassigned"
     );
     assert_eq!(
-        w.member("ren.amed@example.com").expect("renamed").given_name,
+        w.member("ren.amed@example.com")
+            .expect("renamed")
+            .given_name,
         "Renata"
     );
-    assert!(w.member("eve.new@example.com").is_some(), "userName changed");
-    assert!(active(&w, "jo.ined@example.com"), "joined an assigned group");
+    assert!(
+        w.member("eve.new@example.com").is_some(),
+        "userName changed"
+    );
+    assert!(
+        active(&w, "jo.ined@example.com"),
+        "joined an assigned group"
+    );
     assert!(active(&w, "new.comer@example.com"), "assigned directly");
     let _ = assigned;
 
@@ -137,14 +152,15 @@ async fn each_event_kind_reaches_postman_with_the_event_in_its_reason() {
         "every operation names its event: {reasons:?}"
     );
     assert!(
-        reasons
-            .iter()
-            .any(|r| r.starts_with("unassigned from the Postman app in Okta (event application.user_membership.remove ")),
+        reasons.iter().any(|r| r.starts_with(
+            "unassigned from the Postman app in Okta (event application.user_membership.remove "
+        )),
         "{reasons:?}"
     );
     assert!(
-        reasons.iter().any(|r| r.starts_with("deactivated in Okta")
-            || r.contains("user.lifecycle.deactivate")),
+        reasons.iter().any(
+            |r| r.starts_with("deactivated in Okta") || r.contains("user.lifecycle.deactivate")
+        ),
         "{reasons:?}"
     );
     w.assert_snapshot_matches_postman();
@@ -190,7 +206,11 @@ async fn duplicate_and_out_of_order_events_end_at_okta_s_current_state() {
         .await
         .expect("drain");
     assert!(active(&w, "ann.lee@example.com"), "Okta assigns Ann now");
-    assert_eq!(w.writes(), writes, "Ann never left Postman's view: no write");
+    assert_eq!(
+        w.writes(),
+        writes,
+        "Ann never left Postman's view: no write"
+    );
 }
 
 #[tokio::test]
@@ -239,11 +259,7 @@ async fn the_event_guard_holds_back_a_mass_unassignment_for_the_next_full_run() 
     assert_eq!(gone, 2, "only max_deactivations within the window");
     let deferred: usize = summary.reports.iter().map(|r| r.deferred.len()).sum();
     assert_eq!(deferred, 3);
-    let held = engine
-        .store
-        .call(|s| s.event_held())
-        .await
-        .expect("held");
+    let held = engine.store.call(|s| s.event_held()).await.expect("held");
     assert_eq!(held.len(), 3, "{held:?}");
     assert!(engine
         .metrics
@@ -329,7 +345,9 @@ async fn a_targeted_run_ignores_users_it_did_not_re_read_and_a_failed_read_withh
             source: "hook".into(),
         },
     );
-    let out = engine.run_targeted(&targets, &CancellationToken::new()).await;
+    let out = engine
+        .run_targeted(&targets, &CancellationToken::new())
+        .await;
     assert_eq!(out.report.outcome.as_str(), "ok", "{:?}", out.report.errors);
     assert!(out.report.operations.is_empty());
     assert!(active(&w, "ann.lee@example.com"));
@@ -345,10 +363,15 @@ async fn a_targeted_run_ignores_users_it_did_not_re_read_and_a_failed_read_withh
         rate_503: 1.0,
         ..okta_postman_sync_sim::FaultConfig::default()
     });
-    let out = engine.run_targeted(&targets, &CancellationToken::new()).await;
+    let out = engine
+        .run_targeted(&targets, &CancellationToken::new())
+        .await;
     assert_eq!(out.failed_users.len(), 2, "{:?}", out.report.errors);
     assert_eq!(out.report.outcome.as_str(), "partial");
-    assert!(active(&w, "bob.ray@example.com"), "a failed re-read withholds");
+    assert!(
+        active(&w, "bob.ray@example.com"),
+        "a failed re-read withholds"
+    );
 }
 
 // ---- the daemon: worker, hook, one writer ------------------------------------------------
@@ -470,7 +493,10 @@ async fn the_hook_verifies_refuses_without_the_secret_and_delivers_real_events()
     assert_eq!(r.status(), 204);
     assert!(eventually(10, || !w.member("bob.ray@example.com").expect("bob").active).await);
     assert!(eventually(10, || store_queue_len(&w) == 0).await);
-    assert!(active(&w, "ann.lee@example.com"), "the forged event changed nothing");
+    assert!(
+        active(&w, "ann.lee@example.com"),
+        "the forged event changed nothing"
+    );
 
     let metrics = reqwest::get(format!("{}/metrics", d.url))
         .await
@@ -515,6 +541,36 @@ async fn the_daemon_polls_the_system_log_and_applies_changes_without_a_scheduled
         .json()
         .await
         .expect("json");
-    assert!(status["events"]["cursor_updated_at"].is_string(), "{status}");
+    assert!(
+        status["events"]["cursor_updated_at"].is_string(),
+        "{status}"
+    );
     d.stop().await;
+}
+
+#[tokio::test]
+async fn check_says_when_the_system_log_cannot_be_read() {
+    let w = polling_world().await;
+    let report = okta_postman_sync::cmd::check::check(
+        &w.config(),
+        okta_postman_sync::retry::RetryPolicy::fast(),
+    )
+    .await;
+    let item = |r: &okta_postman_sync::cmd::check::CheckReport| {
+        r.items
+            .iter()
+            .find(|i| i.check.contains("System Log"))
+            .map(|i| (i.ok, i.detail.clone()))
+            .expect("a System Log item")
+    };
+    assert!(item(&report).0, "{:?}", item(&report));
+    w.okta.deny_system_log(true);
+    let report = okta_postman_sync::cmd::check::check(
+        &w.config(),
+        okta_postman_sync::retry::RetryPolicy::fast(),
+    )
+    .await;
+    let (ok, detail) = item(&report);
+    assert!(!ok);
+    assert!(detail.contains("okta.logs.read"), "{detail}");
 }

@@ -390,7 +390,8 @@ impl FakeOkta {
             s.user(&id.0)?;
             s.direct.insert(id.0.clone());
             s.refresh_app_user(&id.0);
-            s.log.record("application.user_membership.add", &[("User", &id.0)], true);
+            s.log
+                .record("application.user_membership.add", &[("User", &id.0)], true);
             Ok(())
         })
     }
@@ -401,7 +402,11 @@ impl FakeOkta {
             s.user(&id.0)?;
             s.direct.remove(&id.0);
             s.refresh_app_user(&id.0);
-            s.log.record("application.user_membership.remove", &[("User", &id.0)], true);
+            s.log.record(
+                "application.user_membership.remove",
+                &[("User", &id.0)],
+                true,
+            );
             Ok(())
         })
     }
@@ -475,7 +480,8 @@ impl FakeOkta {
                 app_user.last_name = Some(last.to_string());
                 app_user.last_updated = now;
             }
-            s.log.record("user.account.update_profile", &[("User", &id.0)], false);
+            s.log
+                .record("user.account.update_profile", &[("User", &id.0)], false);
             Ok(())
         })
     }
@@ -493,7 +499,8 @@ impl FakeOkta {
                 app_user.email = Some(email.to_string());
                 app_user.last_updated = now;
             }
-            s.log.record("user.account.update_profile", &[("User", &id.0)], false);
+            s.log
+                .record("user.account.update_profile", &[("User", &id.0)], false);
             Ok(())
         })
     }
@@ -515,7 +522,11 @@ impl FakeOkta {
             app_user.first_name = first.map(str::to_string);
             app_user.last_name = last.map(str::to_string);
             app_user.email = email.map(str::to_string);
-            s.log.record("application.user_membership.update", &[("User", &id.0)], true);
+            s.log.record(
+                "application.user_membership.update",
+                &[("User", &id.0)],
+                true,
+            );
             Ok(())
         })
     }
@@ -541,7 +552,11 @@ impl FakeOkta {
             g.last_membership_updated = now_timestamp();
             s.user_mut(&user.0)?.groups.insert(group.0.clone());
             s.refresh_app_user(&user.0);
-            s.log.record("group.user_membership.add", &[("User", &user.0), ("UserGroup", &group.0)], false);
+            s.log.record(
+                "group.user_membership.add",
+                &[("User", &user.0), ("UserGroup", &group.0)],
+                false,
+            );
             Ok(())
         })
     }
@@ -554,7 +569,11 @@ impl FakeOkta {
             g.last_membership_updated = now_timestamp();
             s.user_mut(&user.0)?.groups.remove(&group.0);
             s.refresh_app_user(&user.0);
-            s.log.record("group.user_membership.remove", &[("User", &user.0), ("UserGroup", &group.0)], false);
+            s.log.record(
+                "group.user_membership.remove",
+                &[("User", &user.0), ("UserGroup", &group.0)],
+                false,
+            );
             Ok(())
         })
     }
@@ -572,7 +591,11 @@ impl FakeOkta {
                     last_updated: now_timestamp(),
                 });
             s.refresh_group_members(&group.0);
-            s.log.record("group.application_assignment.add", &[("UserGroup", &group.0)], true);
+            s.log.record(
+                "group.application_assignment.add",
+                &[("UserGroup", &group.0)],
+                true,
+            );
             Ok(())
         })
     }
@@ -583,7 +606,11 @@ impl FakeOkta {
             s.group(&group.0)?;
             s.app_groups.remove(&group.0);
             s.refresh_group_members(&group.0);
-            s.log.record("group.application_assignment.remove", &[("UserGroup", &group.0)], true);
+            s.log.record(
+                "group.application_assignment.remove",
+                &[("UserGroup", &group.0)],
+                true,
+            );
             Ok(())
         })
     }

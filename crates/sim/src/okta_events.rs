@@ -155,19 +155,36 @@ pub(super) async fn list_logs(
         .get("sortOrder")
         .is_some_and(|o| o != "ASCENDING" && o != "DESCENDING")
     {
-        return okta_error(state, StatusCode::BAD_REQUEST, "E0000001", "Api validation failed: sortOrder");
+        return okta_error(
+            state,
+            StatusCode::BAD_REQUEST,
+            "E0000001",
+            "Api validation failed: sortOrder",
+        );
     }
     let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
         None => 100,
         Some(Ok(n)) if n <= MAX_LIMIT => n,
-        _ => return okta_error(state, StatusCode::BAD_REQUEST, "E0000001", "Api validation failed: limit"),
+        _ => {
+            return okta_error(
+                state,
+                StatusCode::BAD_REQUEST,
+                "E0000001",
+                "Api validation failed: limit",
+            )
+        }
     };
     let types = query.get("filter").and_then(|f| filter_types(f));
     let after: u64 = match query.get("after").map(|a| a.parse::<u64>()) {
         None => 0,
         Some(Ok(a)) => a,
         Some(Err(_)) => {
-            return okta_error(state, StatusCode::BAD_REQUEST, "E0000001", "Api validation failed: after")
+            return okta_error(
+                state,
+                StatusCode::BAD_REQUEST,
+                "E0000001",
+                "Api validation failed: after",
+            )
         }
     };
     let since = query.get("since").cloned();
@@ -179,7 +196,11 @@ pub(super) async fn list_logs(
         }
         // Persistence order; `since` compares `published` (RFC 3339 in UTC sorts as text).
         if let Some(s) = &since {
-            if ev.get("published").and_then(Value::as_str).is_some_and(|p| p < s.as_str()) {
+            if ev
+                .get("published")
+                .and_then(Value::as_str)
+                .is_some_and(|p| p < s.as_str())
+            {
                 last = *seq;
                 continue;
             }
@@ -214,8 +235,8 @@ pub(super) async fn get_user(
     let state = &mut inner.state;
     match state.users.get(&user_id) {
         Some(u) => {
-            let body = serde_json::to_value(user_out(&shared.base_url, &user_id, u))
-                .unwrap_or_default();
+            let body =
+                serde_json::to_value(user_out(&shared.base_url, &user_id, u)).unwrap_or_default();
             Json(body).into_response()
         }
         None => okta_error(
@@ -248,17 +269,44 @@ mod tests {
             "{}/api/v1/logs?since=2000-01-01T00:00:00.000Z&sortOrder=ASCENDING&limit=1",
             fake.base_url()
         );
-        let r = client.get(&url).header("Authorization", "SSWS t").send().await.expect("get");
-        let link = r.headers().get_all("link").iter().filter_map(|v| v.to_str().ok()).find(|v| v.contains("next")).expect("next").to_string();
+        let r = client
+            .get(&url)
+            .header("Authorization", "SSWS t")
+            .send()
+            .await
+            .expect("get");
+        let link = r
+            .headers()
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.contains("next"))
+            .expect("next")
+            .to_string();
         let body: Vec<Value> = r.json().await.expect("json");
         assert_eq!(body.len(), 1);
         assert_eq!(body[0]["eventType"], "application.user_membership.add");
-        let next = link.trim_start_matches('<').split('>').next().expect("url").to_string();
-        let r = client.get(&next).header("Authorization", "SSWS t").send().await.expect("get");
+        let next = link
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .expect("url")
+            .to_string();
+        let r = client
+            .get(&next)
+            .header("Authorization", "SSWS t")
+            .send()
+            .await
+            .expect("get");
         let body: Vec<Value> = r.json().await.expect("json");
         assert_eq!(body[0]["eventType"], "user.lifecycle.suspend");
         fake.deny_system_log(true);
-        let r = client.get(&url).header("Authorization", "SSWS t").send().await.expect("get");
+        let r = client
+            .get(&url)
+            .header("Authorization", "SSWS t")
+            .send()
+            .await
+            .expect("get");
         assert_eq!(r.status(), 403);
     }
 }

@@ -483,6 +483,18 @@ async fn the_hook_verifies_refuses_without_the_secret_and_delivers_real_events()
     assert_eq!(w.writes(), writes, "no work without the secret");
     assert!(active(&w, "bob.ray@example.com"));
 
+    // A body over the cap is refused before it is parsed.
+    let huge = format!("{{\"data\":{{\"events\":[\"{}\"]}}}}", "x".repeat(1100 * 1024));
+    let r = reqwest::Client::new()
+        .post(format!("{}/okta/events", d.url))
+        .header("Authorization", HOOK_SECRET)
+        .header("Content-Type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .expect("deliver");
+    assert_eq!(r.status(), 413);
+
     // A forged call with the secret for Ann, whom Okta still assigns: only a re-read.
     let forged = json!({
         "uuid": "forged-0001", "eventType": "application.user_membership.remove",
@@ -573,4 +585,73 @@ async fn check_says_when_the_system_log_cannot_be_read() {
     let (ok, detail) = item(&report);
     assert!(!ok);
     assert!(detail.contains("okta.logs.read"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_mid_batch_of_event_work_loses_and_repeats_nothing() {
+    let mut w = World::with(
+        okta_postman_sync_sim::OktaSimConfig {
+            apps_limit_per_minute: 100_000,
+            ..Default::default()
+        },
+        okta_postman_sync_sim::PostmanSimConfig {
+            writes_per_minute: 100_000,
+            reads_per_minute: 100_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    w.extra_sync = "max_deactivations = 1000\nschedule = \"0 0 3 * * *\"\n\n[events]\nsystem_log = true\npoll_interval = \"1s\"\n".into();
+    let ids: Vec<_> = (0..60)
+        .map(|i| w.okta_user(&format!("User{i}"), "Kill"))
+        .collect();
+    w.okta_user("Stay", "Here");
+    assert_eq!(w.run_full().await.outcome.as_str(), "ok");
+    let config = w.config_path();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_okta-postman-sync"))
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    let mut child = spawn();
+    // Let the startup run finish, then unassign everyone: the work comes from events.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.postman.set_latency(Duration::from_millis(40));
+    let before = w.writes();
+    for id in &ids {
+        w.okta.unassign_user(id).expect("unassign");
+    }
+    assert!(
+        eventually(20, || w.writes() >= before + 5).await,
+        "event work began"
+    );
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    let done_at_kill = w.writes() - before;
+    w.postman.set_latency(Duration::ZERO);
+    let mut child = spawn();
+    let all_gone = eventually(30, || {
+        (0..60).all(|i| {
+            w.member(&format!("user{i}.kill@example.com"))
+                .is_some_and(|m| !m.active)
+        })
+    })
+    .await;
+    child.kill().expect("stop");
+    child.wait().expect("reaped");
+    assert!(
+        all_gone,
+        "every unassignment reached Postman after the restart ({done_at_kill} before the kill)"
+    );
+    assert!(active(&w, "stay.here@example.com"));
+    // Each deactivation is one PATCH; a write in flight at the kill may be sent once more.
+    let writes = w.writes() - before;
+    assert!(writes <= 60 + 4, "{writes} writes for 60 deactivations");
+    w.assert_snapshot_matches_postman();
 }

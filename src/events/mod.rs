@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::daemon::schedule::DaemonState;
 use crate::model::{OktaGroupId, OktaUserId};
 use crate::okta::{LogCursor, LogEvent, OktaError};
-use crate::store::{EventCause, QueueKind, QueuedHint};
+use crate::store::{EventCause, EventWork, QueueKind, QueuedHint};
 use crate::sync::targeted::Targets;
 use crate::sync::{Engine, Outcome};
 
@@ -128,10 +128,7 @@ pub fn classify(
     events: &[LogEvent],
     app_id: &str,
     source: &str,
-) -> (
-    Vec<(EventCause, Vec<(QueueKind, String)>)>,
-    BTreeMap<&'static str, u64>,
-) {
+) -> (Vec<EventWork>, BTreeMap<&'static str, u64>) {
     let mut take = Vec::new();
     let mut ignored: BTreeMap<&'static str, u64> = BTreeMap::new();
     for ev in events {

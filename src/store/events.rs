@@ -28,6 +28,11 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// never repeats itself, so a week is ample.
 const SEEN_FOR_DAYS: i64 = 7;
 
+/// The System Log cursor: the `next` link to follow, and the `since` the first poll used.
+pub type Cursor = (Option<String>, Option<String>);
+/// One event and the users and groups it names, as [`Store::events_take`] queues them.
+pub type EventWork = (EventCause, Vec<(QueueKind, String)>);
+
 /// What a queue row names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,7 +123,7 @@ fn parse_time(path: &std::path::Path, s: &str) -> Result<DateTime<Utc>, StoreErr
 
 impl Store {
     /// The System Log cursor: the `next` link to follow, and the `since` of the first poll.
-    pub fn event_cursor(&self) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
+    pub fn event_cursor(&self) -> Result<Option<Cursor>, StoreError> {
         self.conn
             .query_row(
                 "SELECT next_link, since FROM event_cursor WHERE id = 1",
@@ -135,7 +140,7 @@ impl Store {
     /// `cursor` (`(next_link, since)`) when given. A full queue writes nothing.
     pub fn events_take(
         &mut self,
-        events: &[(EventCause, Vec<(QueueKind, String)>)],
+        events: &[EventWork],
         cursor: Option<(Option<&str>, Option<&str>)>,
         now: DateTime<Utc>,
     ) -> Result<Taken, StoreError> {

@@ -36,7 +36,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 pub use events::{
-    EventCause, EventStatus, HeldDeactivation, QueueKind, QueuedHint, Taken, MAX_QUEUE,
+    Cursor, EventCause, EventStatus, EventWork, HeldDeactivation, QueueKind, QueuedHint, Taken,
+    MAX_QUEUE,
 };
 pub use failures::FailureRecord;
 pub use journal::{Failure, PendingWrite, Quarantine, UnresolvedWrite, RECOVERY_ATTEMPTS};

@@ -484,7 +484,10 @@ async fn the_hook_verifies_refuses_without_the_secret_and_delivers_real_events()
     assert!(active(&w, "bob.ray@example.com"));
 
     // A body over the cap is refused before it is parsed.
-    let huge = format!("{{\"data\":{{\"events\":[\"{}\"]}}}}", "x".repeat(1100 * 1024));
+    let huge = format!(
+        "{{\"data\":{{\"events\":[\"{}\"]}}}}",
+        "x".repeat(1100 * 1024)
+    );
     let r = reqwest::Client::new()
         .post(format!("{}/okta/events", d.url))
         .header("Authorization", HOOK_SECRET)

@@ -658,3 +658,36 @@ async fn a_kill_9_mid_batch_of_event_work_loses_and_repeats_nothing() {
     assert!(writes <= 60 + 4, "{writes} writes for 60 deactivations");
     w.assert_snapshot_matches_postman();
 }
+
+#[tokio::test]
+async fn event_settings_are_validated_with_the_key_named() {
+    let w = World::new().await;
+    let base = w.config_text();
+    for (extra, key) in [
+        ("[events]\nhook = true\n", "events.hook"),
+        (
+            "[events]\npoll_interval = \"500ms\"\n",
+            "events.poll_interval",
+        ),
+        (
+            "[events]\nguard_window = \"nonsense\"\n",
+            "events.guard_window",
+        ),
+        (
+            "[events]\nhook_secret_file = \"/x\"\n",
+            "events.hook_secret_file",
+        ),
+        ("[events]\nsystem_logs = true\n", "system_logs"),
+    ] {
+        let e = okta_postman_sync::config::Config::parse(&format!("{base}\n{extra}"))
+            .err()
+            .unwrap_or_else(|| panic!("{extra} must be refused"));
+        assert!(e.to_string().contains(key), "{extra}: {e}");
+    }
+    let ok =
+        okta_postman_sync::config::Config::parse(&format!("{base}\n[events]\nsystem_log = true\n"))
+            .expect("valid");
+    assert_eq!(ok.events.poll_interval, Duration::from_secs(15));
+    assert_eq!(ok.events.guard_window, Duration::from_secs(3600));
+    assert!(!ok.events.hook);
+}

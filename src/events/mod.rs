@@ -67,7 +67,7 @@ const DENIED_RETRY: Duration = Duration::from_secs(3600);
 /// How often the worker looks again while work is queued but the writer is busy.
 const BUSY_RETRY: Duration = Duration::from_millis(250);
 /// The least time one poll (with the client's retries) may take before it is dropped.
-const POLL_BUDGET_FLOOR: Duration = Duration::from_secs(10);
+const POLL_BUDGET_FLOOR: Duration = Duration::from_secs(5);
 
 /// Why an event causes no re-read (the `reason` label of `events_ignored`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -281,17 +281,35 @@ pub async fn drain(
             summary.busy = true;
             return Ok(summary);
         }
-        state.event_work.store(true, Ordering::SeqCst);
-        state.progressed();
+        let slot = WriterSlot::taken(state);
         let result = work_off(engine, &queue, cancel).await;
-        state.event_work.store(false, Ordering::SeqCst);
-        state.running.store(false, Ordering::SeqCst);
+        drop(slot);
         summary.reports.push(result?);
         summary.runs += 1;
         summary.rows += queue.len();
         if queue.len() < BATCH {
             return Ok(summary);
         }
+    }
+}
+
+/// The daemon's one run slot, held by event work: released when dropped, even by a panic
+/// unwinding through the targeted run, so the scheduler is never locked out.
+struct WriterSlot<'a>(&'a DaemonState);
+
+impl<'a> WriterSlot<'a> {
+    /// Marks the slot (already won with `compare_exchange` on `running`) as event work.
+    fn taken(state: &'a DaemonState) -> Self {
+        state.event_work.store(true, Ordering::SeqCst);
+        state.progressed();
+        Self(state)
+    }
+}
+
+impl Drop for WriterSlot<'_> {
+    fn drop(&mut self) {
+        self.0.event_work.store(false, Ordering::SeqCst);
+        self.0.running.store(false, Ordering::SeqCst);
     }
 }
 

@@ -15,6 +15,7 @@
 //! does), or decide when it runs (the daemon's one-writer rule does).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,6 +36,8 @@ use crate::store::{EventCause, HeldDeactivation};
 /// Concurrent Okta re-reads of one targeted run: a burst is read quickly, well inside our share
 /// of the rate limit (the client paces itself on the headers anyway).
 const READ_CONCURRENCY: usize = 4;
+/// The least time one re-read (with the client's retries) may take.
+const READ_BUDGET_FLOOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What events named: users and groups, each with the event behind it.
 #[derive(Clone, Debug, Default)]
@@ -196,25 +199,43 @@ impl Engine {
             return out.report.fail(e.to_string());
         }
 
+        // Fast recovery: during an Okta outage one read must not hold the writer slot for the
+        // client's whole retry budget, nor each of a thousand reads in turn. A read gets a bounded
+        // time, and after one times out or fails transiently the rest of this run are not tried
+        // (they stay queued; the next poll interval tries again, as soon as Okta answers).
+        let budget = (self.config.events.poll_interval * 3).max(READ_BUDGET_FLOOR);
+
         // Groups: their members are the users to re-read (okta-api.md A2: a group assigned to
         // the app makes its members app users). A group Okta no longer has (deleted) names
         // nobody we can find: the next full run settles its former members.
         let mut users = targets.users.clone();
         for (gid, cause) in &targets.groups {
             let read = cancel
-                .run_until_cancelled(self.okta.list_group_members(gid))
+                .run_until_cancelled(tokio::time::timeout(
+                    budget,
+                    self.okta.list_group_members(gid),
+                ))
                 .await;
+            let read = read.map(|r| {
+                r.map_err(|_| format!("Okta did not answer within {} s", budget.as_secs()))
+            });
             match read {
                 None => return stopped(&mut out.report, "reading an Okta group's members"),
-                Some(Ok(members)) => {
+                Some(Err(e)) => {
+                    out.report
+                        .errors
+                        .push(format!("reading the members of Okta group {gid}: {e}"));
+                    out.failed_groups.insert(gid.clone());
+                }
+                Some(Ok(Ok(members))) => {
                     for m in members {
                         users.entry(m).or_insert_with(|| cause.clone());
                     }
                 }
-                Some(Err(e)) if e.status() == Some(404) => {
+                Some(Ok(Err(e))) if e.status() == Some(404) => {
                     tracing::warn!(group = %gid, event = %cause.uuid, "the group of an event no longer exists in Okta; the next full run settles its former members");
                 }
-                Some(Err(e)) => {
+                Some(Ok(Err(e))) => {
                     out.report
                         .errors
                         .push(format!("reading the members of Okta group {gid}: {e}"));
@@ -228,22 +249,48 @@ impl Engine {
             Ok(s) => s,
             Err(e) => return out.report.fail(e.to_string()),
         };
+        let okta_failing = AtomicBool::new(false);
+        let failing = &okta_failing;
         let rereads = futures::stream::iter(users.keys().cloned())
             .map(|uid| {
                 let active_managed = snapshot.get(&uid).is_some_and(|m| m.active);
                 async move {
-                    let r = match self.okta.read_app_user(&uid, &self.mapping).await {
-                        Err(e) => Reread::Failed(e.to_string()),
-                        // Only a deactivation needs the status, for its reason; a failure
-                        // there changes only the wording.
-                        Ok(AppUserRead::NotAssigned) if active_managed => {
-                            let status = self.okta.read_user_status(&uid).await;
-                            Reread::Read(
-                                AppUserRead::NotAssigned,
-                                Some(gone_reason(status.as_ref().ok())),
-                            )
+                    if failing.load(Ordering::Relaxed) {
+                        let why = "not tried: another re-read of this run found Okta failing";
+                        return (uid, Reread::Failed(why.into()));
+                    }
+                    let read =
+                        tokio::time::timeout(budget, self.okta.read_app_user(&uid, &self.mapping));
+                    let r = match read.await {
+                        Err(_) => {
+                            failing.store(true, Ordering::Relaxed);
+                            Reread::Failed(format!(
+                                "Okta did not answer within {} s",
+                                budget.as_secs()
+                            ))
                         }
-                        Ok(r) => Reread::Read(r, None),
+                        Ok(Err(e)) => {
+                            if e.is_retryable() {
+                                failing.store(true, Ordering::Relaxed);
+                            }
+                            Reread::Failed(e.to_string())
+                        }
+                        Ok(Ok(r)) => match r {
+                            // Only a deactivation needs the status, for its reason; a failure
+                            // there changes only the wording.
+                            AppUserRead::NotAssigned if active_managed => {
+                                let status =
+                                    tokio::time::timeout(budget, self.okta.read_user_status(&uid))
+                                        .await
+                                        .ok()
+                                        .and_then(Result::ok);
+                                Reread::Read(
+                                    AppUserRead::NotAssigned,
+                                    Some(gone_reason(status.as_ref())),
+                                )
+                            }
+                            r => Reread::Read(r, None),
+                        },
                     };
                     (uid, r)
                 }

@@ -41,6 +41,8 @@ struct Args {
     changes: usize,
     poll: u64,
     users: usize,
+    /// Postman's writes per minute, enforced by the fake and configured in the daemon.
+    limit: u32,
 }
 
 fn parse_args() -> Args {
@@ -48,6 +50,7 @@ fn parse_args() -> Args {
         changes: 200,
         poll: 2,
         users: 500,
+        limit: 100_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -56,6 +59,7 @@ fn parse_args() -> Args {
             "--changes" => a.changes = val().parse().unwrap_or(a.changes),
             "--poll" => a.poll = val().parse().unwrap_or(a.poll),
             "--users" => a.users = val().parse().unwrap_or(a.users),
+            "--limit" => a.limit = val().parse().unwrap_or(a.limit),
             _ => {}
         }
     }
@@ -87,7 +91,7 @@ async fn bench(mode: Mode, args: &Args) {
     );
     let postman = FakePostman::start(PostmanSimConfig {
         api_key: POSTMAN_KEY.to_string().into(),
-        writes_per_minute: 1_000_000,
+        writes_per_minute: args.limit,
         reads_per_minute: 1_000_000,
         ..PostmanSimConfig::default()
     })
@@ -117,7 +121,7 @@ api_token_file = "{dir}/okta-token"
 [postman]
 scim_url = "{scim}"
 api_key_file = "{dir}/postman-key"
-writes_per_minute = 100000
+writes_per_minute = {limit}
 reads_per_minute = 100000
 [sync]
 state_path = "{dir}/state.db"
@@ -135,6 +139,7 @@ level = "error"
         app = okta.app_id(),
         scim = postman.scim_url(),
         dir = dir.path().display(),
+        limit = args.limit,
     );
     let config = Arc::new(Config::parse(&config).expect("config"));
     let mut ids = Vec::new();
@@ -285,7 +290,7 @@ level = "error"
     let _ = daemon.await;
     lat.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "| {:<7} | {:>4} | {:>4} | {:>6.2} s | {:>6.2} s | {:>6.2} s | {:>8.0} | {:>8.0} |",
+        "| {:<7} | {:>4} | {:>4} | {:>6.2} s | {:>6.2} s | {:>6.2} s | {:>8.0} | {:>8.0} | {} / {} | {} |",
         match mode {
             Mode::Polling => format!("poll {}s", args.poll),
             Mode::Hook => "hook".into(),
@@ -297,6 +302,9 @@ level = "error"
         lat.last().copied().unwrap_or(f64::NAN),
         per_hour(o1 - o0),
         per_hour(p1 - p0),
+        postman.stats().max_writes_in_window,
+        args.limit,
+        postman.stats().requests.by_status.get(&429).copied().unwrap_or(0),
     );
 }
 
@@ -307,9 +315,9 @@ fn main() {
         .build()
         .expect("runtime");
     println!(
-        "| mode    | made | seen | p50      | p95      | max      | Okta/h idle | Postman/h idle |"
+        "| mode    | made | seen | p50      | p95      | max      | Okta/h idle | Postman/h idle | max writes/min vs limit | 429s |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     rt.block_on(bench(Mode::Polling, &args));
     rt.block_on(bench(Mode::Hook, &args));
 }

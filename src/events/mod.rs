@@ -171,7 +171,10 @@ pub async fn poll_once(engine: &Engine) -> Result<PollSummary, PollError> {
     let mut next: Option<String> = cursor.and_then(|(n, _)| n);
     let mut since: Option<DateTime<Utc>> = None;
     if next.is_none() {
-        since = Some(last_full.unwrap_or_else(Utc::now));
+        // No further back than a week: Okta keeps 90 days and refuses a `since` older than 180
+        // (E0000053, A7.1), and a full run is due long before a week passes (`full_every`).
+        let floor = Utc::now() - chrono::Duration::days(7);
+        since = Some(last_full.map_or_else(Utc::now, |t| t.max(floor)));
     }
     let app_id = engine.okta.app_id().to_string();
     let mut summary = PollSummary::default();

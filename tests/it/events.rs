@@ -691,3 +691,38 @@ async fn event_settings_are_validated_with_the_key_named() {
     assert_eq!(ok.events.guard_window, Duration::from_secs(3600));
     assert!(!ok.events.hook);
 }
+
+#[tokio::test]
+async fn event_work_waits_while_another_run_holds_the_writer_slot() {
+    let w = polling_world().await;
+    let ann = w.okta_user("Ann", "Lee");
+    w.okta_user("Bob", "Ray");
+    w.run().await;
+    w.okta.unassign_user(&ann).expect("unassign");
+    let engine = w.engine();
+    events::poll_once(&engine).await.expect("poll");
+    let state = DaemonState::default();
+    // A scheduled run is in flight.
+    state
+        .running
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let d = events::drain(&engine, &state, &CancellationToken::new())
+        .await
+        .expect("drain");
+    assert!(d.busy);
+    assert_eq!(d.runs, 0);
+    assert!(
+        active(&w, "ann.lee@example.com"),
+        "nothing applied concurrently"
+    );
+    // Once it ends, the queued work goes through, and the slot is free again afterwards.
+    state
+        .running
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let d = events::drain(&engine, &state, &CancellationToken::new())
+        .await
+        .expect("drain");
+    assert_eq!(d.runs, 1);
+    assert!(!active(&w, "ann.lee@example.com"));
+    assert!(!state.running.load(std::sync::atomic::Ordering::SeqCst));
+}

@@ -16,6 +16,8 @@
 //!   the real types (mapping, auth scheme, schedule, client settings).
 //! - [`bootstrap`]: assembles the program from the config (secrets, clients, store, engine).
 //! - [`daemon`]: the long-running service: [`daemon::schedule`] and [`daemon::http`].
+//! - [`events`]: near-real-time sync: System Log polling, the Event Hook receiver, the event
+//!   queue worker feeding [`sync::Engine::run_targeted`].
 //! - [`status`]: what the state database knows, read for `status` and `/status`.
 //! - [`cli`], [`cmd`]: the command line and one file per command; [`exit`]: the exit codes (a
 //!   leaf).
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod exit;
 pub(crate) mod limits;
 pub mod metrics;

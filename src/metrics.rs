@@ -38,6 +38,8 @@ pub struct Metrics {
     managed_groups: Gauge,
     run_panics: Counter,
     http_refused: Family<Labels, Counter>,
+    /// Near-real-time sync (issue 14).
+    pub events: EventMetrics,
     /// Completed HTTP exchanges with Okta or Postman, for the scheduler's progress watch (not
     /// exported: the labelled request counters above already are).
     exchanges: AtomicU64,
@@ -134,7 +136,9 @@ impl Metrics {
             "HTTP connections closed by the endpoint's limits, by reason (peer_limit, full, evicted)",
             http_refused.clone(),
         );
+        let events = EventMetrics::register(&mut registry);
         Self {
+            events,
             registry,
             runs,
             run_duration,
@@ -261,6 +265,99 @@ impl Metrics {
     /// Completed HTTP exchanges with Okta or Postman so far (any status, transport errors too).
     pub fn exchanges(&self) -> u64 {
         self.exchanges.load(Ordering::Relaxed)
+    }
+}
+
+/// The metrics of near-real-time sync (issue 14), registered with the others.
+pub struct EventMetrics {
+    received: Family<Labels, Counter>,
+    ignored: Family<Labels, Counter>,
+    targeted: Family<Labels, Counter>,
+    lag: Histogram,
+    cursor_updated: Gauge<f64, AtomicU64>,
+    held: Gauge,
+}
+
+impl EventMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let received = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_received",
+            "Okta events received, by source (system_log, hook); duplicates included",
+            received.clone(),
+        );
+        let ignored = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_ignored",
+            "Okta events that caused no re-read, by reason (type, duplicate, failed, other_app, unreadable)",
+            ignored.clone(),
+        );
+        let targeted = Family::<Labels, Counter>::default();
+        registry.register(
+            "targeted_reconciles",
+            "Targeted reconciles run for events, by outcome",
+            targeted.clone(),
+        );
+        let lag = Histogram::new([
+            0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 300.0, 900.0,
+        ]);
+        registry.register(
+            "event_lag_seconds",
+            "From an event's Okta `published` time to the end of the Postman write it caused",
+            lag.clone(),
+        );
+        let cursor_updated = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "event_cursor_updated_timestamp_seconds",
+            "Unix time the System Log cursor last moved (its age is now minus this)",
+            cursor_updated.clone(),
+        );
+        let held = Gauge::default();
+        registry.register(
+            "event_held_deactivations",
+            "Event-driven deactivations the rolling event guard holds for the next full run",
+            held.clone(),
+        );
+        Self {
+            received,
+            ignored,
+            targeted,
+            lag,
+            cursor_updated,
+            held,
+        }
+    }
+
+    pub fn received(&self, source: &str, n: u64) {
+        self.received
+            .get_or_create(&labels(&[("source", source)]))
+            .inc_by(n);
+    }
+
+    pub fn ignored(&self, reason: &str, n: u64) {
+        if n > 0 {
+            self.ignored
+                .get_or_create(&labels(&[("reason", reason)]))
+                .inc_by(n);
+        }
+    }
+
+    pub fn targeted(&self, outcome: &str) {
+        self.targeted
+            .get_or_create(&labels(&[("outcome", outcome)]))
+            .inc();
+    }
+
+    pub fn lag(&self, seconds: f64) {
+        self.lag.observe(seconds.max(0.0));
+    }
+
+    pub fn cursor_moved(&self, unix_seconds: f64) {
+        self.cursor_updated.set(unix_seconds);
+    }
+
+    pub fn set_held(&self, n: i64) {
+        self.held.set(n);
     }
 }
 

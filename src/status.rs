@@ -7,7 +7,9 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::output::table;
-use crate::store::{FailureRecord, RunRecord, Store, StoreError, UnmanagedRecord, UnresolvedWrite};
+use crate::store::{
+    EventStatus, FailureRecord, RunRecord, Store, StoreError, UnmanagedRecord, UnresolvedWrite,
+};
 
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
@@ -25,6 +27,9 @@ pub struct StatusReport {
     pub unresolved_writes: Vec<UnresolvedWrite>,
     pub last_success: Option<String>,
     pub runs: Vec<RunRecord>,
+    /// Near-real-time sync (issue 14): the System Log cursor, the last event applied, the
+    /// event queue and the deactivations held by the event guard.
+    pub events: EventStatus,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,6 +64,7 @@ pub fn collect(store: &Store, runs: usize) -> Result<StatusReport, StoreError> {
         unresolved_writes: store.journal_unresolved()?,
         last_success: store.last_success()?.map(|t| t.to_rfc3339()),
         runs: store.last_runs(runs)?,
+        events: store.event_status()?,
     })
 }
 
@@ -91,6 +97,42 @@ pub fn render(s: &StatusReport) -> String {
         "Last successful run: {}\n",
         s.last_success.as_deref().unwrap_or("never")
     ));
+    let e = &s.events;
+    if e.cursor_updated_at.is_some() || e.last_applied.is_some() || e.queued > 0 {
+        out.push_str(&format!(
+            "Okta events: System Log cursor moved {}, last event applied {}, {} queued\n",
+            e.cursor_updated_at.as_deref().unwrap_or("never"),
+            e.last_applied
+                .as_ref()
+                .map(|l| format!(
+                    "{} {} at {}",
+                    l["event_type"].as_str().unwrap_or(""),
+                    l["uuid"].as_str().unwrap_or(""),
+                    l["applied_at"].as_str().unwrap_or("")
+                ))
+                .unwrap_or_else(|| "none".into()),
+            e.queued
+        ));
+    }
+    if !e.held.is_empty() {
+        out.push_str(&format!(
+            "\nDeactivations held by the event guard until the next full run ({}):\n",
+            e.held.len()
+        ));
+        let rows: Vec<Vec<String>> = e
+            .held
+            .iter()
+            .map(|h| {
+                vec![
+                    h.user_name.clone(),
+                    h.event_type.clone(),
+                    h.event_uuid.clone(),
+                    h.held_at.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["USER", "EVENT", "UUID", "HELD AT"], &rows));
+    }
     if s.interrupted_writes > 0 {
         out.push_str(&format!(
             "Interrupted writes awaiting verification on the next run: {}\n",

@@ -94,6 +94,9 @@ pub async fn check(config: &Config, retry: RetryPolicy) -> CheckReport {
                 },
             };
             items.push(item);
+            if config.events.system_log {
+                items.push(check_system_log(config, retry.clone(), &metrics).await);
+            }
         }
     }
 
@@ -201,4 +204,45 @@ pub async fn run(config_path: &Path, output: OutputFormat) -> Result<Exit, CliEr
         OutputFormat::Text => print!("{}", render(&report)),
     }
     Ok(if report.ok { Exit::Ok } else { Exit::Failed })
+}
+
+/// `[events] system_log = true` (issue 14): one System Log page, so a missing
+/// `okta.logs.read` is found by `check`, not by a warning in the daemon's log.
+async fn check_system_log(
+    config: &Config,
+    retry: RetryPolicy,
+    metrics: &Arc<Metrics>,
+) -> CheckItem {
+    let check = "may read the System Log ([events] system_log)".to_string();
+    let client = crate::bootstrap::okta_client_config(config, retry)
+        .map_err(|e| e.to_string())
+        .and_then(|c| OktaClient::new(c, Arc::clone(metrics)).map_err(|e| e.to_string()));
+    let client = match client {
+        Ok(c) => c,
+        Err(detail) => {
+            return CheckItem {
+                side: "okta",
+                check,
+                ok: false,
+                detail,
+            }
+        }
+    };
+    let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+    match client
+        .poll_logs(crate::okta::LogCursor::Since(since), crate::events::EVENT_TYPES)
+        .await
+    {
+        Ok(_) => CheckItem { side: "okta", check, ok: true, detail: "GET /api/v1/logs answered".into() },
+        Err(e) if e.status() == Some(403) => CheckItem {
+            side: "okta",
+            check,
+            ok: false,
+            detail: "Okta refused the System Log (403): grant the OAuth scope okta.logs.read to the \
+                     service app (and add it to [okta] scopes), or use a token whose admin may read \
+                     the System Log. Without it the daemon keeps to the schedule alone"
+                .into(),
+        },
+        Err(e) => CheckItem { side: "okta", check, ok: false, detail: okta_failure(&e) },
+    }
 }

@@ -24,6 +24,10 @@ pub async fn run(config_path: &Path) -> Result<Exit, CliError> {
         lock: _lock,
     } = bootstrap::assemble(config, true)?;
     let token = load_status_token(&config)?;
+    // Read once here so a missing or weak Event Hook secret is a config error at startup.
+    if config.events.hook {
+        crate::daemon::load_hook_secret(&config)?;
+    }
     if token.is_none() && config.listen.is_some() {
         tracing::info!(
             "no /status token configured ([server] status_token_file): /status shows counts only"

@@ -197,6 +197,28 @@ pub struct GroupsConfig {
     pub delete_removed: bool,
 }
 
+/// `[events]` (issue 14): near-real-time sync from the System Log and the Event Hook.
+#[derive(Clone, Debug)]
+pub struct EventsConfig {
+    /// Poll `GET /api/v1/logs` (needs `okta.logs.read` with OAuth).
+    pub system_log: bool,
+    /// Time between polls (at least 1 s).
+    pub poll_interval: Duration,
+    /// Serve `GET`/`POST /okta/events` on `[server] listen`.
+    pub hook: bool,
+    /// The `Authorization` value Okta sends with every hook call: `[events] hook_secret_file`,
+    /// else `OKTA_EVENT_HOOK_SECRET`, else the systemd credential `okta-event-hook-secret`.
+    pub hook_secret: SecretSource,
+    /// Event-driven deactivations count against `[sync] max_deactivations` over this window.
+    pub guard_window: Duration,
+}
+
+impl EventsConfig {
+    pub fn enabled(&self) -> bool {
+        self.system_log || self.hook
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub okta: OktaConfig,
@@ -209,6 +231,7 @@ pub struct Config {
     pub status_token: SecretSource,
     pub log_level: String,
     pub log_format: LogFormat,
+    pub events: EventsConfig,
 }
 
 impl Config {
@@ -486,7 +509,10 @@ impl Config {
             }
         };
 
+        let events = events_config(raw.events, listen.is_some())?;
+
         Ok(Config {
+            events,
             okta: okta_cfg,
             postman: postman_cfg,
             sync: sync_cfg,
@@ -497,6 +523,52 @@ impl Config {
             log_format,
         })
     }
+}
+
+/// `[events]`: every key optional; the hook needs the HTTP server.
+fn events_config(raw: raw::RawEvents, listening: bool) -> Result<EventsConfig, ConfigError> {
+    let hook = raw.hook.unwrap_or(false);
+    if hook && !listening {
+        return Err(ConfigError::invalid(
+            "events.hook",
+            "needs the HTTP server: set [server] listen (e.g. \"0.0.0.0:9464\") behind the HTTPS \
+             proxy Okta calls, or set hook = false",
+        ));
+    }
+    if raw.hook_secret_file.is_some() && !hook {
+        return Err(ConfigError::invalid(
+            "events.hook_secret_file",
+            "is only used with hook = true: set [events] hook = true or remove it",
+        ));
+    }
+    Ok(EventsConfig {
+        system_log: raw.system_log.unwrap_or(false),
+        poll_interval: parse_duration(
+            "events.poll_interval",
+            raw.poll_interval.as_deref(),
+            Duration::from_secs(15),
+            Bounds {
+                min: Duration::from_secs(1),
+                max: HOUR,
+            },
+        )?,
+        hook,
+        hook_secret: raw.hook_secret_file.map(SecretSource::File).unwrap_or(
+            SecretSource::EnvOrCredential {
+                env: EVENT_HOOK_SECRET_ENV,
+                credential: EVENT_HOOK_SECRET_CREDENTIAL,
+            },
+        ),
+        guard_window: parse_duration(
+            "events.guard_window",
+            raw.guard_window.as_deref(),
+            HOUR,
+            Bounds {
+                min: MINUTE,
+                max: 7 * DAY,
+            },
+        )?,
+    })
 }
 
 /// `[okta] auth` and the keys that go with it. Keys of the other method are errors, so a

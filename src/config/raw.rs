@@ -20,6 +20,8 @@ pub(super) struct RawConfig {
     pub(super) server: RawServer,
     #[serde(default)]
     pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) events: RawEvents,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,4 +97,14 @@ pub(super) struct RawServer {
 pub(super) struct RawLog {
     pub(super) level: Option<String>,
     pub(super) format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEvents {
+    pub(super) system_log: Option<bool>,
+    pub(super) poll_interval: Option<String>,
+    pub(super) hook: Option<bool>,
+    pub(super) hook_secret_file: Option<PathBuf>,
+    pub(super) guard_window: Option<String>,
 }

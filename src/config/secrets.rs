@@ -23,6 +23,9 @@ pub const OKTA_PRIVATE_KEY_CREDENTIAL: &str = "okta-oauth-private-key";
 /// is not set. Optional: without any of the three, `/status` shows counts only.
 pub const STATUS_TOKEN_ENV: &str = "OKTA_POSTMAN_SYNC_STATUS_TOKEN";
 pub const STATUS_TOKEN_CREDENTIAL: &str = "status-token";
+/// The Okta Event Hook's `Authorization` value (issue 14).
+pub const EVENT_HOOK_SECRET_ENV: &str = "OKTA_EVENT_HOOK_SECRET";
+pub const EVENT_HOOK_SECRET_CREDENTIAL: &str = "okta-event-hook-secret";
 
 /// Where a secret comes from; resolved to a value only by [`SecretSource::load`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -97,6 +97,8 @@ pub struct AppState {
     pub stuck_after: Duration,
     /// `None`: `/status` shows counts only, to everyone.
     pub status_token: Option<StatusToken>,
+    /// `[events] hook = true`: the Event Hook receiver (issue 14) is routed too.
+    pub hook: Option<Arc<crate::events::hook::HookState>>,
 }
 
 /// Limits of the HTTP server. The defaults are what the daemon uses; tests may shorten them.
@@ -140,12 +142,17 @@ impl Default for HttpLimits {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let hook = state.hook.clone();
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .with_state(state)
+        .with_state(state);
+    match hook {
+        Some(h) => router.merge(crate::events::hook::routes(h)),
+        None => router,
+    }
 }
 
 /// Serves with the default [`HttpLimits`] until `cancel` fires.
@@ -406,7 +413,10 @@ async fn answer(
             .headers()
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
-    if declares_body {
+    // The Event Hook delivery is the one request with a body; its handler caps it.
+    let hook_delivery =
+        req.method() == axum::http::Method::POST && req.uri().path() == crate::events::hook::PATH;
+    if declares_body && !hook_delivery {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
             "these endpoints take no request body: send a GET without one\n",
@@ -550,8 +560,11 @@ async fn status(State(s): State<AppState>, headers: HeaderMap) -> Response {
                 .into_response();
         }
     };
+    // Issue 14: the System Log cursor, the last event applied and held deactivations.
+    let events = &report.events;
     if details {
         return Json(json!({
+            "events": events,
             "details": true,
             "running": running,
             "skipped_ticks": skipped,
@@ -585,6 +598,12 @@ async fn status(State(s): State<AppState>, headers: HeaderMap) -> Response {
         })
         .collect();
     Json(json!({
+        "events": {
+            "cursor_updated_at": events.cursor_updated_at,
+            "last_applied_at": events.last_applied.as_ref().and_then(|l| l.get("applied_at")).cloned(),
+            "queued": events.queued,
+            "held_deactivations": events.held.len(),
+        },
         "details": false,
         "running": running,
         "skipped_ticks": skipped,
@@ -723,6 +742,7 @@ mod tests {
         let daemon = Arc::new(DaemonState::default());
         daemon.beat();
         let state = AppState {
+            hook: None,
             daemon,
             metrics: Arc::new(Metrics::new()),
             store: crate::store::StoreHandle::new(store),

@@ -92,6 +92,8 @@ pub async fn run_with_runner(
         liveness_window: LIVENESS_WINDOW,
         stuck_after: stuck_limit(&engine.config),
     };
+    // Issue 14: the event worker (System Log polling, the hook's queue) beside the scheduler.
+    let (hook, events_worker) = start_events(&engine, &state, &cancel)?;
     let server = match listener {
         Some(l) => {
             let app = AppState {
@@ -102,6 +104,7 @@ pub async fn run_with_runner(
                 liveness_window: limits.liveness_window,
                 stuck_after: limits.stuck_after,
                 status_token,
+                hook: hook.clone(),
             };
             let c = cancel.clone();
             Some(tokio::spawn(http::serve(l, app, c)))
@@ -112,6 +115,13 @@ pub async fn run_with_runner(
     scheduler(engine, runner, state, cancel.clone(), limits).await;
     crate::telemetry::notify_stopping();
     cancel.cancel();
+    if let Some(w) = events_worker {
+        if tokio::time::timeout(STOP_GRACE, w).await.is_err() {
+            tracing::warn!(
+                "the event worker did not stop in time; its queue is kept for the next start"
+            );
+        }
+    }
     if let Some(s) = server {
         match s.await {
             Ok(r) => r?,
@@ -119,4 +129,60 @@ pub async fn run_with_runner(
         }
     }
     Ok(())
+}
+
+/// Reads the Event Hook secret (`[events] hook_secret_file`, else `OKTA_EVENT_HOOK_SECRET`, else
+/// the systemd credential `okta-event-hook-secret`).
+pub fn load_hook_secret(config: &Config) -> Result<crate::events::hook::HookSecret, ConfigError> {
+    let key = "events.hook_secret_file";
+    let secret = config
+        .events
+        .hook_secret
+        .load(key, "the Okta Event Hook secret")?;
+    crate::events::hook::HookSecret::new(secret)
+        .map_err(|problem| ConfigError::Invalid { key, problem })
+}
+
+type EventsStart = (
+    Option<Arc<crate::events::hook::HookState>>,
+    Option<tokio::task::JoinHandle<()>>,
+);
+
+/// Starts the event worker when `[events]` asks for it, and builds the hook's state.
+fn start_events(
+    engine: &Arc<Engine>,
+    state: &Arc<DaemonState>,
+    cancel: &CancellationToken,
+) -> std::io::Result<EventsStart> {
+    let cfg = &engine.config.events;
+    if !cfg.enabled() {
+        return Ok((None, None));
+    }
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let hook = if cfg.hook {
+        let secret = load_hook_secret(&engine.config)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        Some(Arc::new(crate::events::hook::HookState {
+            secret,
+            store: engine.store.clone(),
+            metrics: Arc::clone(&engine.metrics),
+            wake: Arc::clone(&wake),
+            app_id: engine.okta.app_id().to_string(),
+        }))
+    } else {
+        None
+    };
+    tracing::info!(
+        system_log = cfg.system_log,
+        poll_interval_seconds = cfg.poll_interval.as_secs_f64(),
+        hook = cfg.hook,
+        "near-real-time sync on"
+    );
+    let worker = tokio::spawn(crate::events::worker(
+        Arc::clone(engine),
+        Arc::clone(state),
+        wake,
+        cancel.clone(),
+    ));
+    Ok((hook, Some(worker)))
 }

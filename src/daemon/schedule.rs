@@ -36,6 +36,9 @@ pub struct DaemonState {
     /// monotonic stamp below).
     pub heartbeat: AtomicI64,
     pub running: AtomicBool,
+    /// Set while the event worker (issue 14) holds `running` for a targeted reconcile: short
+    /// work, so a tick that finds it waits for it instead of being skipped.
+    pub event_work: AtomicBool,
     pub skipped_ticks: AtomicI64,
     /// End of the last run whose outcome was `ok` (wall clock, for display; loaded from the
     /// store at startup). Readiness does not trust it blindly: see [`DaemonState::last_success_age`].
@@ -53,6 +56,7 @@ impl Default for DaemonState {
         Self {
             heartbeat: AtomicI64::new(0),
             running: AtomicBool::new(false),
+            event_work: AtomicBool::new(false),
             skipped_ticks: AtomicI64::new(0),
             last_success: Mutex::new(None),
             origin: Instant::now(),
@@ -363,7 +367,19 @@ pub async fn scheduler(
         }
         let now = Utc::now();
         if due(now, next, Instant::now(), next_mono) {
-            if state.running.load(Ordering::SeqCst) {
+            // Taken here, not only in `spawn_supervised`: the event worker takes it too.
+            let taken = state
+                .running
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+            if !taken && state.event_work.load(Ordering::SeqCst) {
+                // A targeted reconcile is short: run right after it rather than skip the tick.
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+            if !taken {
                 state.skipped_ticks.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("the previous run is still going: skipping this scheduled run");
             } else {

@@ -10,6 +10,7 @@
 //! `oauth.rs`, the ring backend of their JWT signatures in `crates/jwt-ring/`.
 
 mod error;
+mod events;
 mod mapping;
 mod oauth;
 mod ratelimit;
@@ -35,6 +36,7 @@ use serde_json::Value;
 use url::{Host, Url};
 
 pub use error::{ApiErrorDetails, OAuthProblem, OktaError};
+pub use events::{parse_log_event, AppUserRead, LogCursor, LogEvent, LogPage};
 pub use mapping::{entitlement, AttributeMapping, AttributeSources, MappingError, Source};
 pub use oauth::{OAuthSettings, DEFAULT_SCOPES};
 

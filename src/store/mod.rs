@@ -16,12 +16,15 @@
 //! - `history`: the journal read back as the audit trail, adoptions recorded in it, and what
 //!   started each run.
 //! - `failures`: the per-user failure record and quarantine.
+//! - `events`: the System Log cursor, event dedup, the durable queue of event work and the
+//!   event guard's window (issue 14).
 //! - `runs`: run history, the last successful and last full run, runs a panic left unfinished.
 //! - `lock`: the single-writer lock file and the private (0600, no-symlink) file helpers.
 //!
 //! Only this file touches the connection's setup; the submodules must not open connections of
 //! their own, and none of them may reach the network or the clock (`now` is a parameter).
 
+mod events;
 mod failures;
 mod history;
 mod journal;
@@ -35,6 +38,10 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
+pub use events::{
+    Cursor, EventCause, EventStatus, EventWork, HeldDeactivation, QueueKind, QueuedHint, Taken,
+    MAX_QUEUE,
+};
 pub use failures::FailureRecord;
 pub use history::{Adopted, HistoryEntry, HistoryFilter, Trigger};
 pub use journal::{Failure, PendingWrite, Quarantine, UnresolvedWrite, RECOVERY_ATTEMPTS};

@@ -104,7 +104,10 @@ impl Store {
 
     /// End of the last run that converged (`ok`).
     pub fn last_success(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.last_time("SELECT MAX(finished_at) FROM runs WHERE outcome = 'ok'")
+        // A targeted reconcile (issue 14) re-reads a few users: it proves nothing about the rest.
+        self.last_time(
+            "SELECT MAX(finished_at) FROM runs WHERE outcome = 'ok' AND trigger IS NOT 'event'",
+        )
     }
 
     /// Start of the last full run that read all of Postman successfully.

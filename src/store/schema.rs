@@ -91,6 +91,53 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE journal ADD COLUMN plan_id TEXT;
     CREATE INDEX journal_created ON journal (created_at);
     "#,
+    // 5 (issue 14, near-real-time sync): the System Log cursor and what the events caused,
+    // committed together (`store::events`): event uuids already taken (dedup), the durable queue
+    // of users and groups to re-read, the event-driven deactivations of the rolling guard
+    // window, and the deactivations that guard held back for the next full run.
+    r#"
+    CREATE TABLE event_cursor (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        next_link  TEXT,
+        since      TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE event_seen (
+        uuid      TEXT PRIMARY KEY,
+        seen_at   TEXT NOT NULL
+    );
+    CREATE INDEX event_seen_age ON event_seen (seen_at);
+    CREATE TABLE event_queue (
+        kind       TEXT NOT NULL CHECK (kind IN ('user', 'group')),
+        okta_id    TEXT NOT NULL,
+        event_uuid TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        published  TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        queued_at  TEXT NOT NULL,
+        PRIMARY KEY (kind, okta_id)
+    );
+    CREATE TABLE event_deactivations (
+        okta_id TEXT NOT NULL,
+        at      TEXT NOT NULL
+    );
+    CREATE INDEX event_deactivations_at ON event_deactivations (at);
+    CREATE TABLE event_held (
+        okta_id    TEXT PRIMARY KEY,
+        user_name  TEXT NOT NULL,
+        event_uuid TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        held_at    TEXT NOT NULL
+    );
+    CREATE TABLE event_applied (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        event_uuid TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        published  TEXT NOT NULL,
+        applied_at TEXT NOT NULL
+    );
+    "#,
 ];
 
 impl Store {

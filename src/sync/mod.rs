@@ -10,6 +10,7 @@
 //! - [`guard`]: the guards over the whole plan, checked before the first write.
 //! - [`outcome`]: the typed report (operation kinds, states, counts, the run's outcome).
 //! - [`saved`]: saved plans (`--save-plan`, `apply`): the format, fingerprint, comparison.
+//! - [`targeted`]: [`Engine::run_targeted`], the same pipeline for the users Okta events name.
 //!
 //! Nothing outside this module implements the engine.
 
@@ -18,6 +19,7 @@ pub mod guard;
 pub mod journal;
 pub mod outcome;
 pub mod saved;
+pub mod targeted;
 pub mod users;
 
 use std::collections::{BTreeMap, BTreeSet};

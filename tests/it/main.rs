@@ -16,6 +16,7 @@ mod bad_data;
 mod cli;
 mod config_examples;
 mod daemon;
+mod events;
 mod faults;
 mod fuzz;
 mod groups;

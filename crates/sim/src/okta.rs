@@ -29,6 +29,10 @@ use super::ids::{OktaGroupId, OktaUserId};
 use super::okta_oauth::{self, OAuthSim};
 use super::{lock, now_timestamp, parse_query, RequestCounters, Server, SimError};
 
+/// The System Log and `GET /api/v1/users/{id}` (issue 14).
+#[path = "okta_events.rs"]
+mod events;
+
 const SERVICE: &str = "okta";
 
 /// How the fake Okta behaves. Every field is public; start from `Default`.
@@ -248,6 +252,7 @@ struct OktaState {
     /// Creation sequence behind the ids; starts at a seed-dependent offset.
     id_seq: u64,
     error_seq: u64,
+    log: events::SystemLog,
 }
 
 struct Inner {
@@ -288,6 +293,7 @@ impl FakeOkta {
                 id_rng: SmallRng::seed_from_u64(config.seed),
                 id_seq: 1_000_000_000 + (config.seed % 1_000) * 1_000_000_000,
                 error_seq: 0,
+                log: events::SystemLog::new(&config.app_id),
             },
             stats: OktaStats::default(),
             apps_bucket: Bucket::new(config.apps_limit_per_minute, config.rate_window),
@@ -387,6 +393,8 @@ impl FakeOkta {
             s.user(&id.0)?;
             s.direct.insert(id.0.clone());
             s.refresh_app_user(&id.0);
+            s.log
+                .record("application.user_membership.add", &[("User", &id.0)], true);
             Ok(())
         })
     }
@@ -397,6 +405,11 @@ impl FakeOkta {
             s.user(&id.0)?;
             s.direct.remove(&id.0);
             s.refresh_app_user(&id.0);
+            s.log.record(
+                "application.user_membership.remove",
+                &[("User", &id.0)],
+                true,
+            );
             Ok(())
         })
     }
@@ -420,6 +433,13 @@ impl FakeOkta {
         self.with(|s| {
             let now = now_timestamp();
             let user = s.user_mut(&id.0)?;
+            let event = match (user.status.as_str(), status) {
+                (_, "SUSPENDED") => "user.lifecycle.suspend",
+                ("SUSPENDED", "ACTIVE") => "user.lifecycle.unsuspend",
+                ("DEPROVISIONED", "ACTIVE") => "user.lifecycle.reactivate",
+                (_, "DEPROVISIONED") => "user.lifecycle.deactivate",
+                _ => "user.lifecycle.activate",
+            };
             user.status = status.to_string();
             user.status_changed = now.clone();
             user.last_updated = now.clone();
@@ -432,6 +452,7 @@ impl FakeOkta {
                     app_user.last_updated = now;
                 }
             }
+            s.log.record(event, &[("User", &id.0)], false);
             Ok(())
         })
     }
@@ -462,6 +483,8 @@ impl FakeOkta {
                 app_user.last_name = Some(last.to_string());
                 app_user.last_updated = now;
             }
+            s.log
+                .record("user.account.update_profile", &[("User", &id.0)], false);
             Ok(())
         })
     }
@@ -479,6 +502,8 @@ impl FakeOkta {
                 app_user.email = Some(email.to_string());
                 app_user.last_updated = now;
             }
+            s.log
+                .record("user.account.update_profile", &[("User", &id.0)], false);
             Ok(())
         })
     }
@@ -500,6 +525,11 @@ impl FakeOkta {
             app_user.first_name = first.map(str::to_string);
             app_user.last_name = last.map(str::to_string);
             app_user.email = email.map(str::to_string);
+            s.log.record(
+                "application.user_membership.update",
+                &[("User", &id.0)],
+                true,
+            );
             Ok(())
         })
     }
@@ -525,6 +555,11 @@ impl FakeOkta {
             g.last_membership_updated = now_timestamp();
             s.user_mut(&user.0)?.groups.insert(group.0.clone());
             s.refresh_app_user(&user.0);
+            s.log.record(
+                "group.user_membership.add",
+                &[("User", &user.0), ("UserGroup", &group.0)],
+                false,
+            );
             Ok(())
         })
     }
@@ -537,6 +572,11 @@ impl FakeOkta {
             g.last_membership_updated = now_timestamp();
             s.user_mut(&user.0)?.groups.remove(&group.0);
             s.refresh_app_user(&user.0);
+            s.log.record(
+                "group.user_membership.remove",
+                &[("User", &user.0), ("UserGroup", &group.0)],
+                false,
+            );
             Ok(())
         })
     }
@@ -554,6 +594,11 @@ impl FakeOkta {
                     last_updated: now_timestamp(),
                 });
             s.refresh_group_members(&group.0);
+            s.log.record(
+                "group.application_assignment.add",
+                &[("UserGroup", &group.0)],
+                true,
+            );
             Ok(())
         })
     }
@@ -564,6 +609,11 @@ impl FakeOkta {
             s.group(&group.0)?;
             s.app_groups.remove(&group.0);
             s.refresh_group_members(&group.0);
+            s.log.record(
+                "group.application_assignment.remove",
+                &[("UserGroup", &group.0)],
+                true,
+            );
             Ok(())
         })
     }
@@ -864,6 +914,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/apps/{app_id}/groups", get(list_app_groups))
         .route("/api/v1/groups/{group_id}", get(get_group))
         .route("/api/v1/groups/{group_id}/users", get(list_group_users))
+        .route("/api/v1/logs", get(events::list_logs))
         .route("/api/v1/users/{user_id}", get(get_user))
         .route("/api/v1/users/{user_id}/groups", get(list_user_groups))
         .fallback(not_found_path)

@@ -1,0 +1,323 @@
+//! Near-real-time benchmark (issue 14): the daemon (in-process, as `run` builds it) against the
+//! Okta and Postman simulators on 127.0.0.1, with the schedule slowed to once a day so only
+//! events move Postman. Prints, per mode, the latency from an Okta change to the Postman write
+//! (p50, p95, max over `--changes` changes of four kinds: rename, suspend, unassign, new
+//! assignment), and the idle cost (Okta and Postman requests while nothing changes).
+//!
+//! Modes: `polling` (System Log every `--poll` seconds, default 2) and `hook` (a deliverer task
+//! plays Okta: it tails the fake's System Log every 10 ms and POSTs new events to
+//! `/okta/events`, so the figure is the daemon's share, not Okta's delivery delay).
+//! `cargo bench --bench events -- [--changes 200] [--poll 2] [--users 500]`.
+//!
+//! A benchmark, not a test: it asserts nothing and never runs under `cargo test`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use okta_postman_sync::bootstrap::build_engine;
+use okta_postman_sync::config::Config;
+use okta_postman_sync::daemon::run_with;
+use okta_postman_sync::daemon::schedule::DaemonState;
+use okta_postman_sync::metrics::Metrics;
+use okta_postman_sync::retry::RetryPolicy;
+use okta_postman_sync::store::{Store, StoreHandle};
+use okta_postman_sync::sync::RunOptions;
+use okta_postman_sync_sim::okta::{FakeOkta, OktaSimConfig, UserSpec};
+use okta_postman_sync_sim::postman::{FakePostman, PostmanSimConfig};
+use tokio_util::sync::CancellationToken;
+
+const OKTA_TOKEN: &str = "bench-okta-token-0123456789";
+const POSTMAN_KEY: &str = "bench-postman-key-abcdef";
+const HOOK_SECRET: &str = "bench-hook-secret-0123456789";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Polling,
+    Hook,
+}
+
+struct Args {
+    changes: usize,
+    poll: u64,
+    users: usize,
+    /// Postman's writes per minute, enforced by the fake and configured in the daemon.
+    limit: u32,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        changes: 200,
+        poll: 2,
+        users: 500,
+        limit: 100_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = || it.next().unwrap_or_default();
+        match arg.as_str() {
+            "--changes" => a.changes = val().parse().unwrap_or(a.changes),
+            "--poll" => a.poll = val().parse().unwrap_or(a.poll),
+            "--users" => a.users = val().parse().unwrap_or(a.users),
+            "--limit" => a.limit = val().parse().unwrap_or(a.limit),
+            _ => {}
+        }
+    }
+    a
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn okta_requests(o: &FakeOkta) -> u64 {
+    o.stats().requests.by_method.values().sum()
+}
+
+async fn bench(mode: Mode, args: &Args) {
+    let okta = Arc::new(
+        FakeOkta::start(OktaSimConfig {
+            token: OKTA_TOKEN.to_string().into(),
+            apps_limit_per_minute: 1_000_000,
+            groups_limit_per_minute: 1_000_000,
+            ..OktaSimConfig::default()
+        })
+        .await
+        .expect("okta"),
+    );
+    let postman = FakePostman::start(PostmanSimConfig {
+        api_key: POSTMAN_KEY.to_string().into(),
+        writes_per_minute: args.limit,
+        reads_per_minute: 1_000_000,
+        ..PostmanSimConfig::default()
+    })
+    .await
+    .expect("postman");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("okta-token"), OKTA_TOKEN).expect("token");
+    std::fs::write(dir.path().join("postman-key"), POSTMAN_KEY).expect("key");
+    std::fs::write(dir.path().join("hook-secret"), HOOK_SECRET).expect("secret");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let events = match mode {
+        Mode::Polling => format!("system_log = true\npoll_interval = \"{}s\"", args.poll),
+        Mode::Hook => format!(
+            "hook = true\nhook_secret_file = \"{}/hook-secret\"",
+            dir.path().display()
+        ),
+    };
+    let config = format!(
+        r#"
+[okta]
+org_url = "{okta}"
+app_id = "{app}"
+api_token_file = "{dir}/okta-token"
+[postman]
+scim_url = "{scim}"
+api_key_file = "{dir}/postman-key"
+writes_per_minute = {limit}
+reads_per_minute = 100000
+[sync]
+state_path = "{dir}/state.db"
+schedule = "0 0 3 * * *"
+max_deactivations = 100000
+[server]
+listen = "{addr}"
+[events]
+{events}
+guard_window = "1m"
+[log]
+level = "error"
+"#,
+        okta = okta.base_url(),
+        app = okta.app_id(),
+        scim = postman.scim_url(),
+        dir = dir.path().display(),
+        limit = args.limit,
+    );
+    let config = Arc::new(Config::parse(&config).expect("config"));
+    let mut ids = Vec::new();
+    for i in 0..args.users {
+        let id = okta.add_user(UserSpec::new(
+            &format!("user{i}@example.com"),
+            &format!("User{i}"),
+            "Bench",
+        ));
+        okta.assign_user(&id).expect("assign");
+        ids.push(id);
+    }
+    let store = Store::open(&dir.path().join("state.db")).expect("store");
+    let engine = Arc::new(
+        build_engine(
+            Arc::clone(&config),
+            StoreHandle::new(store),
+            true,
+            Arc::new(Metrics::new()),
+            RetryPolicy::default(),
+        )
+        .expect("engine"),
+    );
+    let first = engine
+        .run(
+            &RunOptions {
+                full: true,
+                ..RunOptions::default()
+            },
+            &CancellationToken::new(),
+            None,
+        )
+        .await;
+    assert_eq!(first.outcome.as_str(), "ok");
+    let cancel = CancellationToken::new();
+    let daemon = tokio::spawn(run_with(
+        Arc::clone(&engine),
+        Some(listener),
+        cancel.clone(),
+        Arc::new(DaemonState::default()),
+    ));
+    // The daemon's own first run at startup, then quiet.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Idle cost.
+    let idle_for = Duration::from_secs(if mode == Mode::Polling { 20 } else { 10 });
+    let (o0, p0) = (
+        okta_requests(&okta),
+        postman.stats().requests.by_method.values().sum::<u64>(),
+    );
+    tokio::time::sleep(idle_for).await;
+    let (o1, p1) = (
+        okta_requests(&okta),
+        postman.stats().requests.by_method.values().sum::<u64>(),
+    );
+    let per_hour = |n: u64| n as f64 * 3600.0 / idle_for.as_secs_f64();
+
+    // The deliverer plays Okta's Event Hook.
+    let stop_deliverer = CancellationToken::new();
+    let deliverer = (mode == Mode::Hook).then(|| {
+        let stop = stop_deliverer.clone();
+        let url = format!("http://{addr}/okta/events");
+        let source = Arc::clone(&okta);
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut sent = 0usize;
+            while !stop.is_cancelled() {
+                let log = source.log_events();
+                if log.len() > sent {
+                    let batch: Vec<_> = log[sent..].to_vec();
+                    sent = log.len();
+                    let body = serde_json::json!({"data": {"events": batch}});
+                    let _ = client
+                        .post(&url)
+                        .header("Authorization", HOOK_SECRET)
+                        .json(&body)
+                        .send()
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    });
+
+    // The changes, one every 50 ms; a watcher records when Postman shows each.
+    let mut pending: BTreeMap<usize, (Instant, String, u8)> = BTreeMap::new();
+    let mut lat = Vec::new();
+    let mut made = 0usize;
+    let start = Instant::now();
+    let mut next_change = Instant::now();
+    while (made < args.changes || !pending.is_empty()) && start.elapsed() < Duration::from_secs(120)
+    {
+        if made < args.changes && Instant::now() >= next_change {
+            let i = made;
+            let kind = (i % 4) as u8;
+            let name = match kind {
+                0 => {
+                    okta.set_name(&ids[i], &format!("Renamed{i}"), "Bench")
+                        .expect("rename");
+                    format!("user{i}@example.com")
+                }
+                1 => {
+                    okta.suspend(&ids[i]).expect("suspend");
+                    format!("user{i}@example.com")
+                }
+                2 => {
+                    okta.unassign_user(&ids[i]).expect("unassign");
+                    format!("user{i}@example.com")
+                }
+                _ => {
+                    let id = okta.add_user(UserSpec::new(
+                        &format!("new{i}@example.com"),
+                        "New",
+                        "Bench",
+                    ));
+                    okta.assign_user(&id).expect("assign");
+                    format!("new{i}@example.com")
+                }
+            };
+            pending.insert(i, (Instant::now(), name, kind));
+            made += 1;
+            next_change += Duration::from_millis(50);
+        }
+        let users: BTreeMap<String, (bool, String)> = postman
+            .users()
+            .into_iter()
+            .map(|u| (u.user_name.to_lowercase(), (u.active, u.given_name)))
+            .collect();
+        pending.retain(|i, (t0, name, kind)| {
+            let done = match (*kind, users.get(name)) {
+                (0, Some((_, given))) => *given == format!("Renamed{i}"),
+                (1 | 2, Some((active, _))) => !active,
+                (3, Some((active, _))) => *active,
+                _ => false,
+            };
+            if done {
+                lat.push(t0.elapsed().as_secs_f64());
+            }
+            !done
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop_deliverer.cancel();
+    if let Some(d) = deliverer {
+        let _ = d.await;
+    }
+    cancel.cancel();
+    let _ = daemon.await;
+    lat.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "| {:<7} | {:>4} | {:>4} | {:>6.2} s | {:>6.2} s | {:>6.2} s | {:>8.0} | {:>8.0} | {} / {} | {} |",
+        match mode {
+            Mode::Polling => format!("poll {}s", args.poll),
+            Mode::Hook => "hook".into(),
+        },
+        args.changes,
+        lat.len(),
+        pct(&lat, 0.5),
+        pct(&lat, 0.95),
+        lat.last().copied().unwrap_or(f64::NAN),
+        per_hour(o1 - o0),
+        per_hour(p1 - p0),
+        postman.stats().max_writes_in_window,
+        args.limit,
+        postman.stats().requests.by_status.get(&429).copied().unwrap_or(0),
+    );
+}
+
+fn main() {
+    let args = parse_args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "| mode    | made | seen | p50      | p95      | max      | Okta/h idle | Postman/h idle | max writes/min vs limit | 429s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    rt.block_on(bench(Mode::Polling, &args));
+    rt.block_on(bench(Mode::Hook, &args));
+}

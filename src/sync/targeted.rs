@@ -1,0 +1,547 @@
+//! The targeted reconcile (issue 14): the engine's second entry point, for the users a few Okta
+//! events named. Events are hints, Okta is the truth: each named user is re-read on its own
+//! (the app user, and the user's status when the assignment is gone), a named group is re-read
+//! as its members, and then the users read are planned by the same planner against the same
+//! snapshot — restricted to them, so nobody this run did not re-read can be deactivated —
+//! checked by the same guards, applied through the same journal, and recorded like any run.
+//! A forged or stale event therefore only costs a re-read.
+//!
+//! What it adds over [`Engine::run`] is only what events need: the reason of every operation
+//! names the event (type and uuid); a failed re-read leaves that user out of the plan (no
+//! deactivation, the caller keeps the user queued); and the event guard — event-driven
+//! deactivations count against `[sync] max_deactivations` over `[events] guard_window`, and
+//! those beyond it are held for the next full run (logged by name, stored for `/status`).
+//! It must not read Postman's member list, touch groups in Postman (the next scheduled run
+//! does), or decide when it runs (the daemon's one-writer rule does).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::outcome::NothingWritten;
+use super::users::apply::Applier;
+use super::users::plan::{plan, Action, Carried, Operation, Plan, Policy, Refusal};
+use super::{guard, journal::Recovery, log_plan, record, stopped, Engine, OpKind, OpStatus};
+use super::{Outcome, RunReport};
+use crate::model::{OktaGroupId, OktaRead, OktaUserId};
+use crate::okta::AppUserRead;
+use crate::store::{EventCause, HeldDeactivation};
+
+/// Concurrent Okta re-reads of one targeted run: a burst is read quickly, well inside our share
+/// of the rate limit (the client paces itself on the headers anyway).
+const READ_CONCURRENCY: usize = 4;
+/// The least time one re-read (with the client's retries) may take.
+const READ_BUDGET_FLOOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What events named: users and groups, each with the event behind it.
+#[derive(Clone, Debug, Default)]
+pub struct Targets {
+    pub users: BTreeMap<OktaUserId, EventCause>,
+    pub groups: BTreeMap<OktaGroupId, EventCause>,
+}
+
+impl Targets {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// The report of a targeted run and what its caller must keep.
+#[derive(Debug)]
+pub struct TargetedOutcome {
+    pub report: RunReport,
+    /// Users whose re-read failed: nothing was planned for them; keep them queued.
+    pub failed_users: BTreeSet<OktaUserId>,
+    /// Groups whose members could not be read.
+    pub failed_groups: BTreeSet<OktaGroupId>,
+    /// Deactivations the event guard held back for the next full run.
+    pub held: Vec<HeldDeactivation>,
+    /// The event of each operation carried out, and when its write finished (for the lag).
+    pub applied: Vec<(EventCause, DateTime<Utc>)>,
+}
+
+/// One user's re-read: what Okta answered and, for a user no longer assigned, why in words.
+enum Reread {
+    Read(AppUserRead, Option<&'static str>),
+    Failed(String),
+}
+
+/// The words for a user Okta no longer assigns, from the user's status when it could be read.
+fn gone_reason(status: Option<&Option<String>>) -> &'static str {
+    match status {
+        Some(None) => "deleted in Okta",
+        Some(Some(s)) if s == "DEPROVISIONED" => "deactivated in Okta",
+        Some(Some(s)) if s == "SUSPENDED" => "suspended in Okta and unassigned",
+        _ => "unassigned from the Postman app in Okta",
+    }
+}
+
+fn with_event(reason: &str, cause: &EventCause) -> String {
+    format!("{reason} (event {} {})", cause.event_type, cause.uuid)
+}
+
+/// The event guard over a plan: keeps at most `remaining` deactivations (in plan order) and
+/// returns the rest, held. The planner's own deactivation verdict is settled by it: what is
+/// left is within the limit. Pure, so it is tested without I/O.
+pub fn hold_beyond(plan: &mut Plan, remaining: usize) -> Vec<Operation> {
+    let mut kept = 0usize;
+    let mut held = Vec::new();
+    plan.operations.retain(|o| {
+        if o.kind() != OpKind::Deactivate {
+            return true;
+        }
+        if kept < remaining {
+            kept += 1;
+            true
+        } else {
+            held.push(o.clone());
+            false
+        }
+    });
+    if matches!(plan.refusal, Some(Refusal::TooManyDeactivations { .. })) {
+        plan.refusal = None;
+    }
+    held
+}
+
+impl Engine {
+    /// A targeted reconcile of the users (and group members) `targets` names. Never panics;
+    /// every failure is in the report. Call it only as the one writer (the daemon's rule).
+    pub async fn run_targeted(
+        &self,
+        targets: &Targets,
+        cancel: &CancellationToken,
+    ) -> TargetedOutcome {
+        let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let span = tracing::info_span!("sync_run", run_id = %run_id, trigger = "event");
+        let clock = Instant::now();
+        let started = Utc::now();
+        let (report, nothing_written) = RunReport::start(run_id.clone(), false, started);
+        let mut out = TargetedOutcome {
+            report,
+            failed_users: BTreeSet::new(),
+            failed_groups: BTreeSet::new(),
+            held: Vec::new(),
+            applied: Vec::new(),
+        };
+        self.targeted_inner(targets, cancel, &mut out, nothing_written)
+            .instrument(span.clone())
+            .await;
+        let report = &mut out.report;
+        report.finished_at = Utc::now();
+        self.metrics
+            .run_finished(report.outcome.as_str(), clock.elapsed().as_secs_f64());
+        self.metrics.events.targeted(report.outcome.as_str());
+        if self.writable {
+            let counts = serde_json::to_value(&report.counts).unwrap_or_default();
+            let errors = serde_json::to_value(&report.errors).unwrap_or_default();
+            let (id, finished, outcome) = (
+                report.run_id.clone(),
+                report.finished_at,
+                report.outcome.as_str(),
+            );
+            if let Err(e) = self
+                .store
+                .call(move |s| s.run_finished(&id, finished, outcome, &counts, &errors))
+                .await
+            {
+                tracing::error!(error = %e, "could not record the targeted run");
+                report.errors.push(e.to_string());
+                report.raise(Outcome::Failed);
+            }
+            self.refresh_gauges().await;
+        }
+        tracing::info!(
+            parent: &span,
+            outcome = report.outcome.as_str(),
+            users = targets.users.len(),
+            groups = targets.groups.len(),
+            create = report.counts.create,
+            update = report.counts.update,
+            deactivate = report.counts.deactivate,
+            reactivate = report.counts.reactivate,
+            held = out.held.len(),
+            failed_reads = out.failed_users.len() + out.failed_groups.len(),
+            seconds = clock.elapsed().as_secs_f64(),
+            "targeted run finished"
+        );
+        out
+    }
+
+    async fn targeted_inner(
+        &self,
+        targets: &Targets,
+        cancel: &CancellationToken,
+        out: &mut TargetedOutcome,
+        nothing_written: NothingWritten,
+    ) {
+        let now = out.report.started_at;
+        if !self.writable {
+            return out
+                .report
+                .fail("a targeted run needs a writable state database".into());
+        }
+        let id = out.report.run_id.clone();
+        if let Err(e) = self
+            .store
+            .call(move |s| {
+                s.run_started(&id, now, false)?;
+                s.run_set_trigger(&id, "event")
+            })
+            .await
+        {
+            return out.report.fail(e.to_string());
+        }
+
+        // Fast recovery: during an Okta outage one read must not hold the writer slot for the
+        // client's whole retry budget, nor each of a thousand reads in turn. A read gets a bounded
+        // time, and after one times out or fails transiently the rest of this run are not tried
+        // (they stay queued; the next poll interval tries again, as soon as Okta answers).
+        let budget = (self.config.events.poll_interval * 3).max(READ_BUDGET_FLOOR);
+
+        // Groups: their members are the users to re-read (okta-api.md A2: a group assigned to
+        // the app makes its members app users). A group Okta no longer has (deleted) names
+        // nobody we can find: the next full run settles its former members.
+        let mut users = targets.users.clone();
+        for (gid, cause) in &targets.groups {
+            let read = cancel
+                .run_until_cancelled(tokio::time::timeout(
+                    budget,
+                    self.okta.list_group_members(gid),
+                ))
+                .await;
+            let read = read.map(|r| {
+                r.map_err(|_| format!("Okta did not answer within {} s", budget.as_secs()))
+            });
+            match read {
+                None => return stopped(&mut out.report, "reading an Okta group's members"),
+                Some(Err(e)) => {
+                    out.report
+                        .errors
+                        .push(format!("reading the members of Okta group {gid}: {e}"));
+                    out.failed_groups.insert(gid.clone());
+                }
+                Some(Ok(Ok(members))) => {
+                    for m in members {
+                        users.entry(m).or_insert_with(|| cause.clone());
+                    }
+                }
+                Some(Ok(Err(e))) if e.status() == Some(404) => {
+                    tracing::warn!(group = %gid, event = %cause.uuid, "the group of an event no longer exists in Okta; the next full run settles its former members");
+                }
+                Some(Ok(Err(e))) => {
+                    out.report
+                        .errors
+                        .push(format!("reading the members of Okta group {gid}: {e}"));
+                    out.failed_groups.insert(gid.clone());
+                }
+            }
+        }
+
+        // Re-read every named user on its own.
+        let snapshot = match self.store.call(|s| s.snapshot()).await {
+            Ok(s) => s,
+            Err(e) => return out.report.fail(e.to_string()),
+        };
+        let okta_failing = AtomicBool::new(false);
+        let failing = &okta_failing;
+        let rereads = futures::stream::iter(users.keys().cloned())
+            .map(|uid| {
+                let active_managed = snapshot.get(&uid).is_some_and(|m| m.active);
+                async move {
+                    if failing.load(Ordering::Relaxed) {
+                        let why = "not tried: another re-read of this run found Okta failing";
+                        return (uid, Reread::Failed(why.into()));
+                    }
+                    let read =
+                        tokio::time::timeout(budget, self.okta.read_app_user(&uid, &self.mapping));
+                    let r = match read.await {
+                        Err(_) => {
+                            failing.store(true, Ordering::Relaxed);
+                            Reread::Failed(format!(
+                                "Okta did not answer within {} s",
+                                budget.as_secs()
+                            ))
+                        }
+                        Ok(Err(e)) => {
+                            if e.is_retryable() {
+                                failing.store(true, Ordering::Relaxed);
+                            }
+                            Reread::Failed(e.to_string())
+                        }
+                        Ok(Ok(r)) => match r {
+                            // Only a deactivation needs the status, for its reason; a failure
+                            // there changes only the wording.
+                            AppUserRead::NotAssigned if active_managed => {
+                                let status =
+                                    tokio::time::timeout(budget, self.okta.read_user_status(&uid))
+                                        .await
+                                        .ok()
+                                        .and_then(Result::ok);
+                                Reread::Read(
+                                    AppUserRead::NotAssigned,
+                                    Some(gone_reason(status.as_ref())),
+                                )
+                            }
+                            r => Reread::Read(r, None),
+                        },
+                    };
+                    (uid, r)
+                }
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .collect::<Vec<_>>();
+        let rereads = match cancel.run_until_cancelled(rereads).await {
+            None => return stopped(&mut out.report, "re-reading Okta users"),
+            Some(r) => r,
+        };
+
+        let mut desired = OktaRead {
+            complete: true,
+            ..OktaRead::default()
+        };
+        let mut read_ids: BTreeSet<OktaUserId> = BTreeSet::new();
+        let mut gone: BTreeMap<OktaUserId, &'static str> = BTreeMap::new();
+        for (uid, r) in rereads {
+            match r {
+                Reread::Failed(e) => {
+                    tracing::warn!(okta_id = %uid, error = %e, "re-reading an Okta user for an event failed: nothing is planned for them now (retried, then left to the next full run)");
+                    out.report
+                        .errors
+                        .push(format!("re-reading Okta user {uid}: {e}"));
+                    out.failed_users.insert(uid);
+                }
+                Reread::Read(AppUserRead::Assigned(u), _) => {
+                    read_ids.insert(uid.clone());
+                    desired.users.insert(uid, u);
+                }
+                Reread::Read(AppUserRead::Skipped(why), _) => {
+                    read_ids.insert(uid.clone());
+                    desired.skipped.insert(uid, why);
+                }
+                Reread::Read(AppUserRead::NotAssigned, reason) => {
+                    gone.insert(uid.clone(), reason.unwrap_or_else(|| gone_reason(None)));
+                    read_ids.insert(uid);
+                }
+            }
+        }
+        if !out.failed_users.is_empty() || !out.failed_groups.is_empty() {
+            out.report.raise(Outcome::Partial);
+        }
+        out.report.skipped_okta_users = desired
+            .skipped
+            .iter()
+            .map(|(id, why)| format!("{id}: {why}"))
+            .collect();
+
+        // The snapshot restricted to the users read: a managed user this run did not re-read
+        // is not "missing from Okta", it is simply not part of this run.
+        let restricted: BTreeMap<_, _> = snapshot
+            .into_iter()
+            .filter(|(id, _)| read_ids.contains(id))
+            .collect();
+        let now_q = now;
+        let state = self
+            .store
+            .call(move |s| Ok((s.quarantined(now_q)?, s.journal_pending()?)))
+            .await;
+        let (mut held, pending) = match state {
+            Ok(v) => v,
+            Err(e) => return out.report.fail(e.to_string()),
+        };
+        for (id, why) in Recovery::unverified(pending).held_users() {
+            held.entry(id).or_insert(why);
+        }
+        let policy = Policy {
+            max_deactivations: self.config.sync.max_deactivations,
+            allow_deactivations: None,
+        };
+        let mut plan = {
+            let _span = tracing::info_span!("plan").entered();
+            plan(
+                &desired,
+                &restricted,
+                None,
+                &Carried {
+                    held,
+                    missing_before: BTreeSet::new(),
+                },
+                &policy,
+            )
+        };
+        // The empty-read guard is about a read of the whole app answering nobody (a wrong
+        // app_id or permission); a targeted read of one unassigned user is exactly that shape
+        // and means what it says.
+        if matches!(plan.refusal, Some(Refusal::EmptyOktaRead { .. })) {
+            plan.refusal = None;
+        }
+        // Every operation names the event behind it.
+        let reason_of = |op: &mut Operation| {
+            let Some(cause) = users.get(&op.okta_id) else {
+                return;
+            };
+            let base = match (&op.action, gone.get(&op.okta_id)) {
+                (Action::Deactivate { .. }, Some(g)) => g.to_string(),
+                _ => op.reason.clone(),
+            };
+            op.reason = with_event(&base, cause);
+        };
+        plan.operations.iter_mut().for_each(reason_of);
+        plan.deferred.iter_mut().for_each(|(o, _)| reason_of(o));
+
+        // The event guard: a rolling window of event-driven deactivations.
+        let window = self.config.events.guard_window;
+        let since = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(1));
+        let used = match self
+            .store
+            .call(move |s| s.event_deactivations_since(since))
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => return out.report.fail(e.to_string()),
+        };
+        let limit = policy.deactivation_limit();
+        let held_ops = hold_beyond(&mut plan, limit.saturating_sub(used));
+        if !held_ops.is_empty() {
+            let names: Vec<&str> = held_ops.iter().map(|o| o.user_name.as_str()).collect();
+            tracing::warn!(
+                held = held_ops.len(),
+                used_in_window = used,
+                limit,
+                window_seconds = window.as_secs(),
+                people = %names.join(", "),
+                "event guard: more event-driven deactivations than [sync] max_deactivations in [events] guard_window; these are held for the next full run (where the normal guard applies, or approve with --allow-deactivations)"
+            );
+        }
+        out.held = held_ops
+            .iter()
+            .map(|o| {
+                let cause = users.get(&o.okta_id);
+                HeldDeactivation {
+                    okta_id: o.okta_id.to_string(),
+                    user_name: o.user_name.clone(),
+                    event_uuid: cause.map(|c| c.uuid.clone()).unwrap_or_default(),
+                    event_type: cause.map(|c| c.event_type.clone()).unwrap_or_default(),
+                    held_at: String::new(),
+                }
+            })
+            .collect();
+        out.report.deferred = plan
+            .deferred
+            .iter()
+            .map(|(o, why)| o.report_planned(Some(why.clone())))
+            .chain(held_ops.iter().map(|o| {
+                o.report_planned(Some(format!(
+                    "held by the event guard: more than {limit} event-driven deactivations within {}; the next full run decides",
+                    humantime::format_duration(window)
+                )))
+            }))
+            .collect();
+        out.report.counts.unchanged = plan.unchanged;
+        log_plan(&plan.operations);
+
+        if let Err(msg) = guard::check(&plan, None, &[]) {
+            tracing::warn!(guard = %msg, "targeted run refused by a safety guard");
+            out.report.refuse(&nothing_written, msg);
+            for op in &plan.operations {
+                out.report.push_op(op.report_planned(None));
+            }
+            return;
+        }
+
+        // ---- writes from here on -----------------------------------------------------------
+        nothing_written.spend();
+        let deactivating: Vec<String> = plan
+            .deactivations()
+            .map(|o| o.okta_id.to_string())
+            .collect();
+        let held_rows = out.held.clone();
+        let prune = since;
+        if let Err(e) = self
+            .store
+            .call(move |s| s.event_guard_record(&deactivating, &held_rows, now, prune))
+            .await
+        {
+            return out.report.fail(e.to_string());
+        }
+        let applier = Applier {
+            scim: self.scim.clone(),
+            journal: self.journal(&out.report.run_id, None),
+            metrics: Arc::clone(&self.metrics),
+            max_in_flight: self.config.postman.max_in_flight,
+            cancel: cancel.clone(),
+        };
+        let done_at = std::sync::Mutex::new(Vec::new());
+        let on_done = |op: &Operation, status: &OpStatus| {
+            if matches!(status, OpStatus::Done { .. }) {
+                if let Some(cause) = users.get(&op.okta_id) {
+                    done_at
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((cause.clone(), Utc::now()));
+                }
+            }
+        };
+        let (statuses, fatal) = applier.apply(&plan, &on_done).await;
+        out.applied = done_at.into_inner().unwrap_or_else(|p| p.into_inner());
+        if record(&mut out.report, &plan.operations, statuses) {
+            out.report.raise(Outcome::Partial);
+        }
+        if let Some(e) = fatal {
+            out.report.fail(e.to_string());
+        }
+    }
+}
+
+impl Operation {
+    fn report_planned(&self, why: Option<String>) -> super::OpReport {
+        use super::Reported;
+        self.report(super::OpState::Planned, why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ScimUserId;
+
+    fn deactivate(id: &str) -> Operation {
+        Operation {
+            okta_id: OktaUserId::new(id),
+            user_name: format!("{id}@example.com"),
+            action: Action::Deactivate {
+                scim_id: ScimUserId::new(format!("s-{id}")),
+            },
+            reason: "gone".into(),
+        }
+    }
+
+    #[test]
+    fn the_event_guard_keeps_what_the_window_allows_and_holds_the_rest() {
+        let mut plan = Plan {
+            operations: vec![deactivate("a"), deactivate("b"), deactivate("c")],
+            refusal: Some(Refusal::TooManyDeactivations { count: 3, limit: 2 }),
+            ..Plan::default()
+        };
+        let held = hold_beyond(&mut plan, 1);
+        assert_eq!(plan.operations, vec![deactivate("a")]);
+        assert_eq!(held, vec![deactivate("b"), deactivate("c")]);
+        assert!(plan.refusal.is_none());
+    }
+
+    #[test]
+    fn a_deleted_or_deactivated_user_is_named_as_such() {
+        assert_eq!(gone_reason(Some(&None)), "deleted in Okta");
+        assert_eq!(
+            gone_reason(Some(&Some("DEPROVISIONED".into()))),
+            "deactivated in Okta"
+        );
+        assert_eq!(gone_reason(None), "unassigned from the Postman app in Okta");
+    }
+}

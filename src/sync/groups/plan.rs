@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::model::OpKind;
 use crate::model::{
     DesiredGroup, ManagedGroup, ManagedUser, OktaGroupId, OktaUserId, PostmanGroup, ScimGroupId,
     ScimUserId,
 };
-use crate::sync::outcome::OpKind;
 use crate::sync::users::plan::Refusal;
 
 /// The Okta side of a group run: the groups to push, with their members.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-pub use crate::sync::outcome::OpKind;
+pub use crate::model::OpKind;
 
 use crate::model::{
     user_name_key, DesiredUser, ManagedUser, OktaRead, OktaUserId, PostmanUser, ScimUserId,

@@ -63,6 +63,42 @@ pub struct App {
 /// engine, in that order: a missing or empty secret is reported before the state file is created
 /// or touched.
 pub fn assemble(config: Arc<Config>, writable: bool) -> Result<App, BootstrapError> {
+    assemble_with(config, writable, RetryPolicy::default())
+}
+
+/// [`assemble`] for the daemon: its retry budget follows the schedule ([`daemon_retry`]), so
+/// an outage costs a run at most about one period and the next tick tries again.
+pub fn assemble_daemon(config: Arc<Config>) -> Result<App, BootstrapError> {
+    let retry = daemon_retry(&config.sync.schedule, chrono::Utc::now());
+    assemble_with(config, true, retry)
+}
+
+/// The daemon's retry policy. A one-shot `reconcile` may retry a request for up to 5 minutes;
+/// in the daemon that would keep a run in flight long after the next ticks (they are skipped
+/// while it runs), so after an outage the first change could wait several periods. Each
+/// request's retrying is bounded by the schedule's period instead (at least 5 s, at most the
+/// default budget), and no single wait exceeds half of it: the next tick retries.
+pub fn daemon_retry(schedule: &cron::Schedule, now: chrono::DateTime<chrono::Utc>) -> RetryPolicy {
+    let default = RetryPolicy::default();
+    let mut ticks = schedule.after(&now);
+    let period = match (ticks.next(), ticks.next()) {
+        (Some(a), Some(b)) => (b - a).to_std().unwrap_or(default.max_elapsed),
+        _ => default.max_elapsed,
+    };
+    let budget = period.clamp(std::time::Duration::from_secs(5), default.max_elapsed);
+    RetryPolicy {
+        max_elapsed: budget,
+        max_wait: default.max_wait.min(budget / 2),
+        max_interval: default.max_interval.min(budget / 2),
+        ..default
+    }
+}
+
+fn assemble_with(
+    config: Arc<Config>,
+    writable: bool,
+    retry: RetryPolicy,
+) -> Result<App, BootstrapError> {
     let secrets = Secrets::load(&config)?;
     let (store, lock) = open_store(&config.sync.state_path, writable)?;
     let engine = build_engine_with(
@@ -71,7 +107,7 @@ pub fn assemble(config: Arc<Config>, writable: bool) -> Result<App, BootstrapErr
         store,
         writable,
         Arc::new(Metrics::new()),
-        RetryPolicy::default(),
+        retry,
     )?;
     Ok(App {
         config,
@@ -146,4 +182,30 @@ pub fn okta_client_config(
     retry: RetryPolicy,
 ) -> Result<OktaClientConfig, ConfigError> {
     Ok(config.okta.client_config(config.okta.load_auth()?, retry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    #[test]
+    fn the_daemons_retry_budget_follows_the_schedule_period() {
+        let now = chrono::Utc::now();
+        let every_2s = cron::Schedule::from_str("*/2 * * * * *").expect("cron");
+        let p = daemon_retry(&every_2s, now);
+        assert_eq!(p.max_elapsed, Duration::from_secs(5), "at least 5 s");
+        assert!(p.max_wait <= Duration::from_millis(2500));
+        let every_minute = cron::Schedule::from_str("0 * * * * *").expect("cron");
+        let p = daemon_retry(&every_minute, now);
+        assert_eq!(p.max_elapsed, Duration::from_secs(60));
+        assert_eq!(p.max_wait, Duration::from_secs(30));
+        let hourly = cron::Schedule::from_str("0 0 * * * *").expect("cron");
+        assert_eq!(
+            daemon_retry(&hourly, now).max_elapsed,
+            RetryPolicy::default().max_elapsed,
+            "never more than the one-shot budget"
+        );
+    }
 }

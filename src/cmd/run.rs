@@ -22,7 +22,7 @@ pub async fn run(config_path: &Path) -> Result<Exit, CliError> {
         config,
         engine,
         lock: _lock,
-    } = bootstrap::assemble(config, true)?;
+    } = bootstrap::assemble_daemon(config)?;
     let token = load_status_token(&config)?;
     // Read once here so a missing or weak Event Hook secret is a config error at startup.
     if config.events.hook {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{decode_error, mapping, wire, AttributeMapping, OktaClient, OktaError};
+use super::{decode_error, AttributeMapping, OktaClient, OktaError};
 use crate::model::{DesiredUser, OktaGroupId, OktaUserId};
 
 /// Events per System Log page: the largest `limit` Okta allows (A7.1), so a burst is read in
@@ -88,12 +88,6 @@ struct RawTarget {
     id: Option<String>,
     #[serde(default, rename = "type")]
     kind: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawUser {
-    #[serde(default)]
-    status: Option<String>,
 }
 
 /// Converts one `LogEvent` JSON object (a System Log item or an Event Hook's `data.events[]`
@@ -211,46 +205,34 @@ impl OktaClient {
         Ok(next)
     }
 
-    /// Re-reads one app user (`GET /api/v1/apps/{appId}/users/{userId}?expand=user`).
+    /// Re-reads one app user for an event, through the same read `why` uses
+    /// ([`OktaClient::get_app_user`]). A record that does not decode is skipped (never a
+    /// reason to deactivate), as an item of a full read is.
     pub async fn read_app_user(
         &self,
         id: &OktaUserId,
         mapping: &AttributeMapping,
     ) -> Result<AppUserRead, OktaError> {
-        let url = self.url(
-            &["apps", &self.inner.app_id, "users", id.as_str()],
-            &[("expand", "user")],
-        );
-        let fetched = match self.get(&url).await {
-            Ok(f) => f,
-            Err(e) if e.status() == Some(404) => return Ok(AppUserRead::NotAssigned),
+        Ok(match self.get_app_user(id, mapping).await {
+            Ok(None) => AppUserRead::NotAssigned,
+            Ok(Some(view)) => match view.mapped {
+                Ok(u) => AppUserRead::Assigned(u),
+                Err(why) => AppUserRead::Skipped(why),
+            },
+            Err(OktaError::Decode { detail, .. }) => AppUserRead::Skipped(format!(
+                "Okta's app user record could not be read: {detail}"
+            )),
             Err(e) => return Err(e),
-        };
-        let app: wire::AppUser = match serde_json::from_slice(&fetched.body) {
-            Ok(a) => a,
-            Err(e) => {
-                return Ok(AppUserRead::Skipped(format!(
-                    "Okta's app user record could not be read: {e}"
-                )))
-            }
-        };
-        Ok(match mapping::desired_user(id.clone(), &app, mapping) {
-            Ok(u) => AppUserRead::Assigned(u),
-            Err((_, why)) => AppUserRead::Skipped(why),
         })
     }
 
-    /// One user's `status` (`GET /api/v1/users/{id}`); `None` when Okta has no such user.
+    /// One user's `status` (through [`OktaClient::get_user`]); `None` when Okta has no such
+    /// user.
     pub async fn read_user_status(&self, id: &OktaUserId) -> Result<Option<String>, OktaError> {
-        let url = self.url(&["users", id.as_str()], &[]);
-        let fetched = match self.get(&url).await {
-            Ok(f) => f,
-            Err(e) if e.status() == Some(404) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let user: RawUser = serde_json::from_slice(&fetched.body)
-            .map_err(|e| decode_error(url.path(), format!("user {id}: {e}")))?;
-        Ok(Some(user.status.unwrap_or_default()))
+        Ok(self
+            .get_user(id.as_str())
+            .await?
+            .map(|u| u.status.unwrap_or_default()))
     }
 }
 

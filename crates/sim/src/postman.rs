@@ -1192,6 +1192,19 @@ fn parse_object(body: &Bytes) -> Result<Map<String, Value>, ScimFail> {
     }
 }
 
+/// The non-empty `Operations` array of a PATCH body (RFC 7644 §3.5.2); anything else is
+/// `invalidSyntax`.
+fn patch_operations(body: &Bytes) -> Result<Vec<Value>, ScimFail> {
+    match parse_object(body)?.remove("Operations") {
+        Some(Value::Array(ops)) if !ops.is_empty() => Ok(ops),
+        _ => Err(ScimFail::new(
+            StatusCode::BAD_REQUEST,
+            Some("invalidSyntax"),
+            BAD_BODY,
+        )),
+    }
+}
+
 fn invalid_syntax() -> Response {
     scim_error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), BAD_BODY)
 }
@@ -1415,16 +1428,11 @@ async fn patch_user(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let map = match parse_object(&body) {
-        Ok(m) => m,
+    let ops = match patch_operations(&body) {
+        Ok(ops) => ops,
         Err(r) => return r.into_response(),
     };
-    let Some(ops) = map.get("Operations").and_then(Value::as_array) else {
-        return invalid_syntax();
-    };
-    if ops.is_empty() {
-        return invalid_syntax();
-    }
+    let ops = &ops;
     let mut changes = Vec::new();
     for op in ops {
         if op.get("op").and_then(Value::as_str) != Some("replace") {
@@ -1584,16 +1592,11 @@ async fn patch_group(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let map = match parse_object(&body) {
-        Ok(m) => m,
+    let ops = match patch_operations(&body) {
+        Ok(ops) => ops,
         Err(r) => return r.into_response(),
     };
-    let Some(ops) = map.get("Operations").and_then(Value::as_array) else {
-        return invalid_syntax();
-    };
-    if ops.is_empty() {
-        return invalid_syntax();
-    }
+    let ops = &ops;
     let mut guard = lock(&shared.inner);
     let inner = &mut *guard;
     let s = &mut inner.state;

@@ -131,12 +131,9 @@ pub(super) fn clear_failure(tx: &rusqlite::Transaction<'_>, okta_id: &str) -> ru
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[allow(unused_imports)]
-    use crate::model::{OktaUserId, OpKind, Subject};
+    use crate::model::OktaUserId;
     use crate::store::fixtures::*;
     use crate::store::SnapshotChange;
-    #[allow(unused_imports)]
-    use crate::store::{Failure, Quarantine};
     use chrono::Duration as ChronoDuration;
 
     #[test]
@@ -144,30 +141,14 @@ mod tests {
         let mut s = Store::in_memory().expect("mem");
         let id = ann().okta_id;
         for _ in 0..2 {
-            let j = s
-                .journal_intend(
-                    "r",
-                    &Subject::User(id.clone()),
-                    OpKind::Create,
-                    "ann@example.com",
-                    "{}",
-                    now(),
-                )
-                .expect("intend");
-            s.journal_failed(
+            let j = intend_create(&mut s, &id, now());
+            fail_create(
+                &mut s,
                 j,
-                &Failure {
-                    subject: &Subject::User(id.clone()),
-                    kind: OpKind::Create,
-                    label: "ann@example.com",
-                    error: "400 bad",
-                    permanent: true,
-                    quarantine: Quarantine {
-                        after: 2,
-                        for_: std::time::Duration::from_secs(3600),
-                    },
-                },
-                &[],
+                &id,
+                "400 bad",
+                2,
+                std::time::Duration::from_secs(3600),
                 now(),
             )
             .expect("fail");
@@ -179,16 +160,7 @@ mod tests {
             .expect("q")
             .is_empty());
         // Success clears the record.
-        let j = s
-            .journal_intend(
-                "r",
-                &Subject::User(id.clone()),
-                OpKind::Create,
-                "ann@example.com",
-                "{}",
-                now(),
-            )
-            .expect("intend");
+        let j = intend_create(&mut s, &id, now());
         s.journal_done(j, None, &[SnapshotChange::Upsert(ann())], now())
             .expect("done");
         assert!(s.failures().expect("f").is_empty());
@@ -200,30 +172,14 @@ mod tests {
         let id = OktaUserId::new("00uann");
         // The clock ran a year ahead when the failure was recorded, then came back.
         let ahead = now() + ChronoDuration::days(365);
-        let j = s
-            .journal_intend(
-                "r",
-                &Subject::User(id.clone()),
-                OpKind::Create,
-                "ann@example.com",
-                "{}",
-                ahead,
-            )
-            .expect("intend");
-        s.journal_failed(
+        let j = intend_create(&mut s, &id, ahead);
+        fail_create(
+            &mut s,
             j,
-            &Failure {
-                subject: &Subject::User(id.clone()),
-                kind: OpKind::Create,
-                label: "ann@example.com",
-                error: "400",
-                permanent: true,
-                quarantine: Quarantine {
-                    after: 1,
-                    for_: std::time::Duration::from_secs(3600),
-                },
-            },
-            &[],
+            &id,
+            "400",
+            1,
+            std::time::Duration::from_secs(3600),
             ahead,
         )
         .expect("failed");

@@ -302,10 +302,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[allow(unused_imports)]
     use crate::model::{OktaUserId, OpKind, Subject};
     use crate::store::fixtures::*;
-    #[allow(unused_imports)]
     use crate::store::{Failure, Quarantine};
     use chrono::Duration as ChronoDuration;
 
@@ -336,16 +334,7 @@ mod tests {
     fn an_unresolvable_interrupted_write_is_counted_then_parked_and_never_closed() {
         let mut s = Store::in_memory().expect("mem");
         let id = OktaUserId::new("00uann");
-        let j = s
-            .journal_intend(
-                "r",
-                &Subject::User(id.clone()),
-                OpKind::Create,
-                "ann@example.com",
-                "{}",
-                now(),
-            )
-            .expect("intend");
+        let j = intend_create(&mut s, &id, now());
         for attempt in 1..=RECOVERY_ATTEMPTS {
             let parked = s
                 .journal_recovery_failed(j, "400 invalid filter", now())

@@ -292,8 +292,10 @@ impl Store {
 mod fixtures {
     use chrono::{DateTime, Utc};
 
+    use super::{Failure, Quarantine, Store, StoreError};
     use crate::model::{
-        ManagedGroup, ManagedUser, OktaGroupId, OktaUserId, ScimGroupId, ScimUserId, UserAttrs,
+        ManagedGroup, ManagedUser, OktaGroupId, OktaUserId, OpKind, ScimGroupId, ScimUserId,
+        Subject, UserAttrs,
     };
 
     pub(super) fn now() -> DateTime<Utc> {
@@ -315,6 +317,40 @@ mod fixtures {
         }
     }
 
+    /// Records the intent of a create of Ann's account (`run "r"`).
+    pub(super) fn intend_create(s: &mut Store, id: &OktaUserId, at: DateTime<Utc>) -> i64 {
+        s.journal_intend(
+            "r",
+            &Subject::User(id.clone()),
+            OpKind::Create,
+            "ann@example.com",
+            "{}",
+            at,
+        )
+        .expect("intend")
+    }
+
+    /// Records that create `j` failed permanently, with this quarantine rule.
+    pub(super) fn fail_create(
+        s: &mut Store,
+        j: i64,
+        id: &OktaUserId,
+        error: &str,
+        after: u32,
+        for_: std::time::Duration,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let failure = Failure {
+            subject: &Subject::User(id.clone()),
+            kind: OpKind::Create,
+            label: "ann@example.com",
+            error,
+            permanent: true,
+            quarantine: Quarantine { after, for_ },
+        };
+        s.journal_failed(j, &failure, &[], at)
+    }
+
     pub(super) fn eng() -> ManagedGroup {
         ManagedGroup {
             okta_id: OktaGroupId::new("00geng"),
@@ -328,9 +364,8 @@ mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{OktaUserId, OpKind, Subject};
+    use crate::model::OktaUserId;
     use crate::store::fixtures::*;
-    use crate::store::{Failure, Quarantine};
 
     #[test]
     fn a_corrupt_file_is_an_error_and_is_left_untouched() {
@@ -375,43 +410,18 @@ mod tests {
             )
             .expect("row");
         assert_eq!(s.failures().expect("failures")[0].attempts, u32::MAX);
-        let j = s
-            .journal_intend(
-                "r",
-                &Subject::User(id.clone()),
-                OpKind::Create,
-                "ann@example.com",
-                "{}",
-                now(),
-            )
-            .expect("intend");
-        s.journal_failed(
+        let j = intend_create(&mut s, &id, now());
+        fail_create(
+            &mut s,
             j,
-            &Failure {
-                subject: &Subject::User(id.clone()),
-                kind: OpKind::Create,
-                label: "ann@example.com",
-                error: "400",
-                permanent: true,
-                quarantine: Quarantine {
-                    after: 3,
-                    for_: std::time::Duration::from_secs(u64::MAX),
-                },
-            },
-            &[],
+            &id,
+            "400",
+            3,
+            std::time::Duration::from_secs(u64::MAX),
             now(),
         )
         .expect("a huge counter and duration are clamped");
-        let j2 = s
-            .journal_intend(
-                "r",
-                &Subject::User(id.clone()),
-                OpKind::Create,
-                "ann@example.com",
-                "{}",
-                now(),
-            )
-            .expect("intend");
+        let j2 = intend_create(&mut s, &id, now());
         s.conn
             .execute("UPDATE journal SET attempts = -5 WHERE id = ?1", [j2])
             .expect("row");

@@ -205,11 +205,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[allow(unused_imports)]
-    use crate::model::{OktaUserId, OpKind, ScimRef, Subject};
+    use crate::model::{OpKind, ScimRef, Subject};
     use crate::store::fixtures::*;
-    #[allow(unused_imports)]
-    use crate::store::{Failure, Quarantine};
     use crate::store::{GroupChange, SnapshotChange};
     use rusqlite::Connection;
 

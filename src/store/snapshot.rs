@@ -347,11 +347,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[allow(unused_imports)]
     use crate::model::{OktaUserId, OpKind, Subject};
     use crate::store::fixtures::*;
-    #[allow(unused_imports)]
-    use crate::store::{Failure, Quarantine};
     use chrono::Duration as ChronoDuration;
 
     #[test]

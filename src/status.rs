@@ -203,7 +203,7 @@ pub fn render(s: &StatusReport) -> String {
                     .unwrap_or_default();
                 vec![
                     r.started_at.clone(),
-                    if r.full { "full" } else { "incremental" }.to_string(),
+                    r.kind().to_string(),
                     r.outcome.clone().unwrap_or_else(|| "unfinished".into()),
                     counts,
                 ]

@@ -365,17 +365,6 @@ impl Store {
         )
     }
 
-    /// Marks a run as caused by events (`runs.trigger`, migration 4).
-    pub fn run_set_trigger(&mut self, run_id: &str, trigger: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE runs SET trigger = ?2 WHERE run_id = ?1",
-                params![run_id, trigger],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
     pub fn event_status(&self) -> Result<EventStatus, StoreError> {
         let cursor: Option<(Option<String>, Option<String>, String)> = self
             .conn

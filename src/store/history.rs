@@ -33,12 +33,16 @@ impl Trigger {
         Self::new("schedule")
     }
 
+    /// A targeted reconcile of the users Okta events named (issue 14).
+    pub fn event() -> Self {
+        Self::new("event")
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
-/// A run nobody says otherwise about was asked for by `reconcile`.
 /// An adoption as the journal records it ([`Store::journal_adopted`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Adopted<'a> {
@@ -52,6 +56,7 @@ pub struct Adopted<'a> {
     pub payload: &'a str,
 }
 
+/// A run nobody says otherwise about was asked for by `reconcile`.
 impl Default for Trigger {
     fn default() -> Self {
         Self::new("reconcile")

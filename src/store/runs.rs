@@ -16,9 +16,22 @@ pub struct RunRecord {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub full: bool,
+    /// What asked for the run (`schedule`, `reconcile`, `event`, ...), when recorded.
+    pub trigger: Option<String>,
     pub outcome: Option<String>,
     pub counts: Option<serde_json::Value>,
     pub errors: Option<serde_json::Value>,
+}
+
+impl RunRecord {
+    /// The run's kind for people: `event` (a targeted reconcile), `full` or `incremental`.
+    pub fn kind(&self) -> &'static str {
+        match (self.trigger.as_deref(), self.full) {
+            (Some("event"), _) => "event",
+            (_, true) => "full",
+            (_, false) => "incremental",
+        }
+    }
 }
 
 impl Store {
@@ -65,7 +78,7 @@ impl Store {
 
     pub fn last_runs(&self, n: usize) -> Result<Vec<RunRecord>, StoreError> {
         self.collect_rows(
-            "SELECT run_id, started_at, finished_at, full, outcome, counts, errors FROM runs
+            "SELECT run_id, started_at, finished_at, full, outcome, counts, errors, trigger FROM runs
                  ORDER BY started_at DESC LIMIT ?1",
             params![n as i64],
             |r| {
@@ -76,6 +89,7 @@ impl Store {
                     started_at: r.get(1)?,
                     finished_at: r.get(2)?,
                     full: r.get::<_, i64>(3)? != 0,
+                    trigger: r.get(7)?,
                     outcome: r.get(4)?,
                     counts: counts.and_then(|c| serde_json::from_str(&c).ok()),
                     errors: errors.and_then(|c| serde_json::from_str(&c).ok()),

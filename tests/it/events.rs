@@ -726,3 +726,171 @@ async fn event_work_waits_while_another_run_holds_the_writer_slot() {
     assert!(!active(&w, "ann.lee@example.com"));
     assert!(!state.running.load(std::sync::atomic::Ordering::SeqCst));
 }
+
+fn names(xs: &[&str]) -> std::collections::BTreeSet<String> {
+    xs.iter().map(|n| format!("{n}@example.com")).collect()
+}
+
+#[tokio::test]
+async fn pushed_groups_follow_events_in_the_same_targeted_run() {
+    let w = polling_world().await;
+    let ann = w.okta_user("Ann", "Lee");
+    let bob = w.okta_user("Bob", "Ray");
+    let eng = w.okta.add_group("Engineering");
+    w.okta.assign_group(&eng).expect("assign group");
+    w.okta.add_member(&eng, &ann).expect("member");
+    let engine = w.engine();
+    let first = w.run_full().await;
+    assert_eq!(first.outcome.as_str(), "ok", "{:?}", first.errors);
+    assert_eq!(w.group_members("Engineering"), names(&["ann.lee"]));
+
+    w.okta.add_member(&eng, &bob).expect("bob joins");
+    w.okta
+        .remove_member(&eng, &ann)
+        .expect("ann leaves, still assigned");
+    let cy = w.okta_user("Cy", "New");
+    w.okta.add_member(&eng, &cy).expect("cy joins");
+    let sales = w.okta.add_group("Sales");
+    let dee = w.okta_user("Dee", "Sales");
+    w.okta.add_member(&sales, &dee).expect("member");
+    w.okta.assign_group(&sales).expect("a new pushed group");
+    let writes = w.writes();
+    let summary = poll_and_drain(&engine).await;
+    assert!(summary.runs >= 1);
+    assert!(active(&w, "ann.lee@example.com"));
+    assert_eq!(
+        w.group_members("Engineering"),
+        names(&["bob.ray", "cy.new"]),
+        "joined, left, and created-then-joined in one targeted run"
+    );
+    assert_eq!(w.group_members("Sales"), names(&["dee.sales"]));
+    let group_ops: Vec<_> = summary
+        .reports
+        .iter()
+        .flat_map(|r| &r.operations)
+        .filter(|o| o.op.as_str().starts_with("group_"))
+        .collect();
+    assert!(!group_ops.is_empty());
+    assert!(
+        group_ops.iter().all(|o| o.reason.contains("(event ")),
+        "{group_ops:?}"
+    );
+    assert!(w.writes() > writes);
+    w.assert_snapshot_matches_postman();
+    let store = Store::open_read_only(&w.state_path())
+        .expect("open")
+        .expect("exists");
+    let status = okta_postman_sync::status::collect(&store, 5).expect("status");
+    assert_eq!(status.runs[0].kind(), "event");
+    assert!(
+        okta_postman_sync::status::render(&status).contains(" event "),
+        "status names targeted runs as such"
+    );
+
+    // The backstop agrees: a full run finds nothing left to do.
+    let full = w.run_full().await;
+    assert_eq!(full.outcome.as_str(), "ok", "{:?}", full.errors);
+    assert!(full.operations.is_empty(), "{:?}", full.operations);
+}
+
+#[tokio::test]
+async fn a_member_suspended_then_restored_by_events_is_back_in_their_groups() {
+    let w = polling_world().await;
+    let ann = w.okta_user("Ann", "Lee");
+    w.okta_user("Bob", "Ray");
+    let eng = w.okta.add_group("Engineering");
+    w.okta.assign_group(&eng).expect("assign group");
+    w.okta.add_member(&eng, &ann).expect("member");
+    let engine = w.engine();
+    w.run_full().await;
+    assert_eq!(w.group_members("Engineering"), names(&["ann.lee"]));
+
+    w.okta.suspend(&ann).expect("suspend");
+    poll_and_drain(&engine).await;
+    assert!(!active(&w, "ann.lee@example.com"));
+    assert!(
+        w.group_members("Engineering").is_empty(),
+        "Postman drops a deactivated member from their groups"
+    );
+    w.okta.unsuspend(&ann).expect("unsuspend");
+    poll_and_drain(&engine).await;
+    assert!(active(&w, "ann.lee@example.com"));
+    assert_eq!(
+        w.group_members("Engineering"),
+        names(&["ann.lee"]),
+        "reactivated and put back, without waiting for a scheduled run"
+    );
+    w.assert_snapshot_matches_postman();
+}
+
+#[tokio::test]
+async fn a_deleted_group_s_members_are_re_read_from_what_was_pushed_to_it() {
+    let w = polling_world().await;
+    w.okta_user("Ann", "Lee");
+    let temps = w.okta.add_group("Temps");
+    w.okta.assign_group(&temps).expect("assign group");
+    let tom = w.okta.add_user(okta_postman_sync_sim::UserSpec::new(
+        "tom.temp@example.com",
+        "Tom",
+        "Temp",
+    ));
+    w.okta.add_member(&temps, &tom).expect("member");
+    let engine = w.engine();
+    w.run_full().await;
+    assert!(active(&w, "tom.temp@example.com"));
+
+    // Okta's event names only the group, which no longer exists to be read.
+    w.okta.delete_group(&temps).expect("delete group");
+    let summary = poll_and_drain(&engine).await;
+    assert!(
+        !active(&w, "tom.temp@example.com"),
+        "his only assignment went with the group"
+    );
+    assert!(active(&w, "ann.lee@example.com"));
+    let reasons: Vec<&str> = summary
+        .reports
+        .iter()
+        .flat_map(|r| r.operations.iter().map(|o| o.reason.as_str()))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("(event group.lifecycle.delete ")),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_targeted_run_settles_an_interrupted_create_before_planning() {
+    let w = polling_world().await;
+    w.okta_user("Bob", "Ray");
+    let engine = w.engine();
+    w.run_full().await;
+    // Ann's create is sent, Postman makes her, the answer is lost, and the lookup that would
+    // tell fails too: the write stays open and Ann is held.
+    w.postman.lose_next_answer("POST", "/Users", true);
+    w.postman
+        .fail_lookup("ann.lee@example.com", 503, "unavailable");
+    let ann = w.okta_user("Ann", "Lee");
+    poll_and_drain(&engine).await;
+    let pending = engine
+        .store
+        .call(|s| s.journal_pending())
+        .await
+        .expect("journal");
+    assert_eq!(pending.len(), 1, "the create is open: {pending:?}");
+    w.postman.clear_targeted_faults();
+
+    // The next event about Ann: her create is looked up and adopted first, then the change made.
+    w.okta.set_name(&ann, "Anne", "Lee").expect("rename");
+    poll_and_drain(&engine).await;
+    let pending = engine
+        .store
+        .call(|s| s.journal_pending())
+        .await
+        .expect("journal");
+    assert!(pending.is_empty(), "{pending:?}");
+    let members = w.members_without_duplicates();
+    assert_eq!(members["ann.lee@example.com"].given_name, "Anne");
+    w.assert_snapshot_matches_postman();
+}

@@ -12,25 +12,6 @@ use okta_postman_sync_sim::postman::{MemberRemoval, PostmanSimConfig};
 use okta_postman_sync_sim::{OktaGroupId, OktaUserId};
 use tokio_util::sync::CancellationToken;
 
-/// The Postman members of a group, by userName.
-fn members_of(w: &World, group: &str) -> BTreeSet<String> {
-    let g = w
-        .postman
-        .group_by_name(group)
-        .unwrap_or_else(|| panic!("Postman has no group {group}"));
-    let users = w.postman.users();
-    g.members
-        .iter()
-        .map(|id| {
-            users
-                .iter()
-                .find(|u| &u.id == id)
-                .map(|u| u.user_name.clone())
-                .unwrap_or_else(|| id.to_string())
-        })
-        .collect()
-}
-
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|n| format!("{n}@example.com")).collect()
 }
@@ -84,9 +65,9 @@ async fn first_push_creates_and_adopts_groups_and_a_second_run_changes_nothing()
     assert_eq!(ops(&r, "group_create"), vec!["Engineering"]);
     assert_eq!(ops(&r, "group_adopt"), vec!["Sales"]);
     assert_eq!(w.postman.groups().len(), 2, "no duplicate group");
-    assert_eq!(members_of(&w, "Engineering"), set(&["ann.lee", "bob.ray"]));
+    assert_eq!(w.group_members("Engineering"), set(&["ann.lee", "bob.ray"]));
     // The unmanaged member stays; Cat joins.
-    assert_eq!(members_of(&w, "Sales"), set(&["cat.poe", "root"]));
+    assert_eq!(w.group_members("Sales"), set(&["cat.poe", "root"]));
     let json = serde_json::to_value(&r).expect("json");
     assert!(json["operations"]
         .as_array()
@@ -120,7 +101,7 @@ async fn a_group_create_whose_answer_is_lost_after_it_happened_is_found_and_adop
         .map(|g| g.display_name)
         .collect();
     assert_eq!(names.len(), 2, "no duplicate group: {names:?}");
-    assert_eq!(members_of(&w, "Engineering"), set(&["ann.lee", "bob.ray"]));
+    assert_eq!(w.group_members("Engineering"), set(&["ann.lee", "bob.ray"]));
     let created = r
         .operations
         .iter()
@@ -137,8 +118,8 @@ async fn a_group_create_whose_answer_is_lost_before_it_happened_is_sent_again_af
     let r = w.run().await;
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
     assert_eq!(w.postman.groups().len(), 2);
-    assert_eq!(members_of(&w, "Engineering"), set(&["ann.lee", "bob.ray"]));
-    assert_eq!(members_of(&w, "Sales"), set(&["cat.poe"]));
+    assert_eq!(w.group_members("Engineering"), set(&["ann.lee", "bob.ray"]));
+    assert_eq!(w.group_members("Sales"), set(&["cat.poe"]));
 }
 
 #[tokio::test]
@@ -189,7 +170,7 @@ async fn membership_churn_and_a_rename_follow_okta() {
     assert!(w.postman.group_by_name("Engineering").is_none());
     let platform = w.postman.group_by_name("Platform").expect("renamed");
     assert_eq!(platform.id, eng_id, "renamed in place, not re-created");
-    assert_eq!(members_of(&w, "Platform"), set(&["ann.lee", "cat.poe"]));
+    assert_eq!(w.group_members("Platform"), set(&["ann.lee", "cat.poe"]));
     // Bob is still assigned directly: he keeps his Postman account.
     assert!(w.member("bob.ray@example.com").expect("bob").active);
     let _ = ann;
@@ -210,7 +191,7 @@ async fn a_member_suspended_in_okta_leaves_the_group_and_returns_when_unsuspende
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
     assert_eq!(r.counts.deactivate, 1);
     assert!(!w.member("ann.lee@example.com").expect("ann").active);
-    assert_eq!(members_of(&w, "Engineering"), set(&["bob.ray"]));
+    assert_eq!(w.group_members("Engineering"), set(&["bob.ray"]));
     let writes = w.writes();
     let r = w.run().await;
     assert!(r.operations.is_empty(), "{:?}", r.operations);
@@ -224,7 +205,7 @@ async fn a_member_suspended_in_okta_leaves_the_group_and_returns_when_unsuspende
     let r = w.run().await;
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
     assert_eq!(r.counts.reactivate, 1);
-    assert_eq!(members_of(&w, "Engineering"), set(&["ann.lee", "bob.ray"]));
+    assert_eq!(w.group_members("Engineering"), set(&["ann.lee", "bob.ray"]));
 }
 
 #[tokio::test]
@@ -237,7 +218,7 @@ async fn an_unassigned_group_is_left_in_postman_by_default() {
     assert!(ops(&r, "group_delete").is_empty());
     assert_eq!(r.left_alone.len(), 1);
     assert_eq!(r.left_alone[0].user_name, "Sales");
-    assert_eq!(members_of(&w, "Sales"), set(&["cat.poe"]));
+    assert_eq!(w.group_members("Sales"), set(&["cat.poe"]));
 }
 
 #[tokio::test]
@@ -339,13 +320,13 @@ async fn a_failing_members_page_withholds_removals_and_deletions() {
     let withheld: Vec<&str> = r.withheld.iter().map(|o| o.op.as_str()).collect();
     assert!(withheld.contains(&"group_remove_members"), "{withheld:?}");
     assert!(withheld.contains(&"group_delete"), "{withheld:?}");
-    assert_eq!(members_of(&w, "Engineering"), set(&["ann.lee", "bob.ray"]));
+    assert_eq!(w.group_members("Engineering"), set(&["ann.lee", "bob.ray"]));
     assert!(w.postman.group_by_name("Sales").is_some());
 
     w.okta.clear_targeted_faults();
     let r = w.run().await;
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
-    assert_eq!(members_of(&w, "Engineering"), set(&["ann.lee"]));
+    assert_eq!(w.group_members("Engineering"), set(&["ann.lee"]));
     assert!(w.postman.group_by_name("Sales").is_none());
 }
 
@@ -357,7 +338,7 @@ async fn a_member_with_a_pending_invite_is_added_once_they_have_joined() {
     w.okta.add_member(&eng, &eve).expect("member");
     let r = w.run().await;
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
-    assert_eq!(members_of(&w, "Engineering"), set(&["ann.lee", "bob.ray"]));
+    assert_eq!(w.group_members("Engineering"), set(&["ann.lee", "bob.ray"]));
     let add = r
         .operations
         .iter()
@@ -371,7 +352,7 @@ async fn a_member_with_a_pending_invite_is_added_once_they_have_joined() {
     let r = w.run().await;
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
     assert_eq!(
-        members_of(&w, "Engineering"),
+        w.group_members("Engineering"),
         set(&["ann.lee", "bob.ray", "eve.kim"])
     );
 }
@@ -406,7 +387,7 @@ async fn remove_bob(postman: PostmanSimConfig) -> (u64, u64, u64) {
     let r = w.run().await;
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
     assert_eq!(ops(&r, "group_remove_members"), vec!["Engineering"]);
-    assert_eq!(members_of(&w, "Engineering"), set(&["ann.lee"]));
+    assert_eq!(w.group_members("Engineering"), set(&["ann.lee"]));
     let s = w.postman.stats();
     (
         s.member_removals_refused,
@@ -446,7 +427,7 @@ async fn member_removal_falls_back_to_the_value_list_and_remembers_it_for_the_pr
     w.okta.remove_member(&eng, &bob).expect("remove");
     let r = run().await;
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
-    assert_eq!(members_of(&w, "Engineering"), set(&["ann.lee"]));
+    assert_eq!(w.group_members("Engineering"), set(&["ann.lee"]));
     let s = w.postman.stats();
     assert_eq!(
         (s.member_removals_refused, s.value_list_removals),
@@ -457,7 +438,7 @@ async fn member_removal_falls_back_to_the_value_list_and_remembers_it_for_the_pr
     w.okta.remove_member(&eng, &ann).expect("remove");
     let r = run().await;
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.errors);
-    assert!(members_of(&w, "Engineering").is_empty());
+    assert!(w.group_members("Engineering").is_empty());
     let s = w.postman.stats();
     assert_eq!(
         (s.member_removals_refused, s.value_list_removals),

@@ -618,6 +618,28 @@ impl FakeOkta {
         })
     }
 
+    /// Deletes the group (Okta's `deleteGroup`): its app assignment and memberships go with it,
+    /// members no other assignment covers stop being app users, and the System Log records
+    /// `group.lifecycle.delete` naming only the group (its members are not listed).
+    pub fn delete_group(&self, group: &OktaGroupId) -> Result<(), SimError> {
+        self.with(|s| {
+            let g = s.groups.remove(&group.0).ok_or(SimError::UnknownGroup {
+                service: SERVICE,
+                id: group.0.clone(),
+            })?;
+            s.app_groups.remove(&group.0);
+            for uid in &g.members {
+                if let Some(u) = s.users.get_mut(uid) {
+                    u.groups.remove(&group.0);
+                }
+                s.refresh_app_user(uid);
+            }
+            s.log
+                .record("group.lifecycle.delete", &[("UserGroup", &group.0)], false);
+            Ok(())
+        })
+    }
+
     /// The app user ids currently listed (for assertions).
     pub fn app_user_ids(&self) -> Vec<OktaUserId> {
         self.with(|s| s.app_users.keys().cloned().map(OktaUserId).collect())

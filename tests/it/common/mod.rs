@@ -207,6 +207,25 @@ level = "warn"
         self.postman.user_by_name(user_name)
     }
 
+    /// The Postman members of a group, by userName (a member with no account by its id).
+    pub fn group_members(&self, group: &str) -> std::collections::BTreeSet<String> {
+        let g = self
+            .postman
+            .group_by_name(group)
+            .unwrap_or_else(|| panic!("Postman has no group {group}"));
+        let users = self.postman.users();
+        g.members
+            .iter()
+            .map(|id| {
+                users
+                    .iter()
+                    .find(|u| &u.id == id)
+                    .map(|u| u.user_name.clone())
+                    .unwrap_or_else(|| id.to_string())
+            })
+            .collect()
+    }
+
     /// Postman members by lowercase userName, failing on duplicates.
     pub fn members_without_duplicates(&self) -> std::collections::BTreeMap<String, SimScimUser> {
         let mut out = std::collections::BTreeMap::new();

@@ -1,18 +1,23 @@
-//! The targeted reconcile (issue 14): the engine's second entry point, for the users a few Okta
-//! events named. Events are hints, Okta is the truth: each named user is re-read on its own
-//! (the app user, and the user's status when the assignment is gone), a named group is re-read
-//! as its members, and then the users read are planned by the same planner against the same
-//! snapshot — restricted to them, so nobody this run did not re-read can be deactivated —
-//! checked by the same guards, applied through the same journal, and recorded like any run.
-//! A forged or stale event therefore only costs a re-read.
+//! The targeted reconcile (issue 14): the engine's second entry point, for the users and groups
+//! a few Okta events named. Events are hints, Okta is the truth: each named user is re-read on
+//! its own (the app user, and the user's status when the assignment is gone), a named group is
+//! re-read as its members (a deleted one as the members last pushed to it), and then the users
+//! read are planned by the same planner against the same snapshot — restricted to them, so
+//! nobody this run did not re-read can be deactivated — checked by the same guards, applied
+//! through the same journal, and recorded like any run. Interrupted writes are resolved first,
+//! as in a full run. A forged or stale event therefore only costs a re-read.
+//!
+//! Pushed groups follow in the same run ([`groups`]): the groups of each user re-read as
+//! assigned are looked up, and the group planner is given the affected groups only — never one
+//! that could read as "no longer pushed", so a targeted run plans no group deletion.
 //!
 //! What it adds over [`Engine::run`] is only what events need: the reason of every operation
 //! names the event (type and uuid); a failed re-read leaves that user out of the plan (no
 //! deactivation, the caller keeps the user queued); and the event guard — event-driven
 //! deactivations count against `[sync] max_deactivations` over `[events] guard_window`, and
 //! those beyond it are held for the next full run (logged by name, stored for `/status`).
-//! It must not read Postman's member list, touch groups in Postman (the next scheduled run
-//! does), or decide when it runs (the daemon's one-writer rule does).
+//! It must not read Postman's member list or decide when it runs (the daemon's one-writer rule
+//! does).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,14 +29,20 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::groups::apply::GroupApplier;
+use super::groups::plan::{select_groups, GroupPolicy};
+use super::groups::read::{group_problem, GroupInputs};
 use super::outcome::NothingWritten;
 use super::users::apply::Applier;
 use super::users::plan::{plan, Action, Carried, Operation, Plan, Policy, Refusal};
-use super::{guard, journal::Recovery, log_plan, record, stopped, Engine, OpKind, OpStatus};
-use super::{Outcome, RunReport};
-use crate::model::{OktaGroupId, OktaRead, OktaUserId};
-use crate::okta::AppUserRead;
-use crate::store::{EventCause, HeldDeactivation};
+use super::{guard, journal, log_plan, record, record_group_extras, record_planned, stopped};
+use super::{Engine, OpKind, OpStatus, Outcome, RunReport};
+use crate::model::{ManagedGroup, ManagedUser, OktaGroupId, OktaRead, OktaUserId, ScimUserId};
+use crate::okta::{AppUserRead, OktaError};
+use crate::store::{EventCause, HeldDeactivation, Trigger};
+
+mod groups;
+use groups as group_targets;
 
 /// Concurrent Okta re-reads of one targeted run: a burst is read quickly, well inside our share
 /// of the rate limit (the client paces itself on the headers anyway).
@@ -56,7 +67,8 @@ impl Targets {
 #[derive(Debug)]
 pub struct TargetedOutcome {
     pub report: RunReport,
-    /// Users whose re-read failed: nothing was planned for them; keep them queued.
+    /// Users whose re-read failed (nothing was planned for them), or whose groups could not be
+    /// looked up (their memberships wait): keep them queued.
     pub failed_users: BTreeSet<OktaUserId>,
     /// Groups whose members could not be read.
     pub failed_groups: BTreeSet<OktaGroupId>,
@@ -64,6 +76,63 @@ pub struct TargetedOutcome {
     pub held: Vec<HeldDeactivation>,
     /// The event of each operation carried out, and when its write finished (for the lag).
     pub applied: Vec<(EventCause, DateTime<Utc>)>,
+}
+
+/// The Okta reads of one targeted run, each bounded in time; after one times out or fails
+/// transiently, the rest are not tried (they stay queued for the next poll interval).
+struct Reader {
+    budget: std::time::Duration,
+    failing: AtomicBool,
+}
+
+/// What a targeted run knew before its group reads: the snapshots, and the event behind each
+/// user and group it re-reads.
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    users: &'a BTreeMap<OktaUserId, ManagedUser>,
+    groups: &'a BTreeMap<OktaGroupId, ManagedGroup>,
+    user_causes: &'a BTreeMap<OktaUserId, EventCause>,
+    group_causes: &'a BTreeMap<OktaGroupId, EventCause>,
+}
+
+/// Why a read of a targeted run gave nothing.
+struct ReadFailure {
+    text: String,
+    /// Okta's HTTP status, when it answered.
+    status: Option<u16>,
+}
+
+impl Reader {
+    async fn read<T>(
+        &self,
+        read: impl std::future::Future<Output = Result<T, OktaError>>,
+    ) -> Result<T, ReadFailure> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(ReadFailure {
+                text: "not tried: another read of this run found Okta failing".into(),
+                status: None,
+            });
+        }
+        match tokio::time::timeout(self.budget, read).await {
+            Err(_) => {
+                self.failing.store(true, Ordering::Relaxed);
+                Err(ReadFailure {
+                    text: format!("Okta did not answer within {} s", self.budget.as_secs()),
+                    status: None,
+                })
+            }
+            Ok(Err(e)) => {
+                if e.is_retryable() {
+                    self.failing.store(true, Ordering::Relaxed);
+                }
+                Err(ReadFailure {
+                    text: e.to_string(),
+                    status: e.status(),
+                })
+            }
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
 }
 
 /// One user's re-read: what Okta answered and, for a user no longer assigned, why in words.
@@ -192,105 +261,127 @@ impl Engine {
             .store
             .call(move |s| {
                 s.run_started(&id, now, false)?;
-                s.run_set_trigger(&id, "event")
+                s.set_run_trigger(&id, &Trigger::event())
             })
             .await
         {
             return out.report.fail(e.to_string());
         }
+        // Interrupted writes first, as in a full run: a create that may have happened is
+        // looked up before anything could send it again; one that cannot be settled holds its
+        // subject (a scheduled full run settles it from the listing).
+        let recovery = match cancel
+            .run_until_cancelled(journal::recover(&self.scim, &self.store))
+            .await
+        {
+            None => return stopped(&mut out.report, "resolving interrupted writes"),
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                return out
+                    .report
+                    .fail(format!("resolving interrupted writes: {e}"))
+            }
+        };
+        let groups_on = self.config.groups.enabled;
+        let snapshots = self
+            .store
+            .call(move |s| {
+                let groups = if groups_on {
+                    s.group_snapshot()?
+                } else {
+                    BTreeMap::new()
+                };
+                Ok((s.snapshot()?, groups))
+            })
+            .await;
+        let (snapshot, group_snapshot) = match snapshots {
+            Ok(v) => v,
+            Err(e) => return out.report.fail(e.to_string()),
+        };
 
         // Fast recovery: during an Okta outage one read must not hold the writer slot for the
         // client's whole retry budget, nor each of a thousand reads in turn. A read gets a bounded
         // time, and after one times out or fails transiently the rest of this run are not tried
         // (they stay queued; the next poll interval tries again, as soon as Okta answers).
         let budget = (self.config.events.poll_interval * 3).max(READ_BUDGET_FLOOR);
+        let reader = Reader {
+            budget,
+            failing: AtomicBool::new(false),
+        };
 
-        // Groups: their members are the users to re-read (okta-api.md A2: a group assigned to
-        // the app makes its members app users). A group Okta no longer has (deleted) names
-        // nobody we can find: the next full run settles its former members.
+        // Groups an event named: their members are the users to re-read (okta-api.md A2: a
+        // group assigned to the app makes its members app users). A group Okta no longer has
+        // (deleted) is re-read as the members the snapshot last pushed to it.
+        let by_scim: BTreeMap<&ScimUserId, &OktaUserId> = snapshot
+            .values()
+            .map(|u| (&u.scim_id, &u.okta_id))
+            .collect();
         let mut users = targets.users.clone();
+        let mut seen = group_targets::Seen::default();
         for (gid, cause) in &targets.groups {
             let read = cancel
-                .run_until_cancelled(tokio::time::timeout(
-                    budget,
-                    self.okta.list_group_members(gid),
-                ))
+                .run_until_cancelled(reader.read(self.okta.list_group_members(gid)))
                 .await;
-            let read = read.map(|r| {
-                r.map_err(|_| format!("Okta did not answer within {} s", budget.as_secs()))
-            });
             match read {
                 None => return stopped(&mut out.report, "reading an Okta group's members"),
-                Some(Err(e)) => {
-                    out.report
-                        .errors
-                        .push(format!("reading the members of Okta group {gid}: {e}"));
-                    out.failed_groups.insert(gid.clone());
+                Some(Ok(members)) => {
+                    for m in &members {
+                        users.entry(m.clone()).or_insert_with(|| cause.clone());
+                    }
+                    seen.members.insert(gid.clone(), members);
                 }
-                Some(Ok(Ok(members))) => {
-                    for m in members {
-                        users.entry(m).or_insert_with(|| cause.clone());
+                Some(Err(e)) if e.status == Some(404) => {
+                    let former: Vec<&OktaUserId> = group_snapshot
+                        .get(gid)
+                        .map(|g| {
+                            g.members
+                                .iter()
+                                .filter_map(|s| by_scim.get(s).copied())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    tracing::info!(group = %gid, event = %cause.uuid, former_members = former.len(), "the group of an event no longer exists in Okta; re-reading the members last pushed to it");
+                    for m in former {
+                        users.entry(m.clone()).or_insert_with(|| cause.clone());
                     }
                 }
-                Some(Ok(Err(e))) if e.status() == Some(404) => {
-                    tracing::warn!(group = %gid, event = %cause.uuid, "the group of an event no longer exists in Okta; the next full run settles its former members");
-                }
-                Some(Ok(Err(e))) => {
-                    out.report
-                        .errors
-                        .push(format!("reading the members of Okta group {gid}: {e}"));
+                Some(Err(e)) => {
+                    out.report.errors.push(format!(
+                        "reading the members of Okta group {gid}: {}",
+                        e.text
+                    ));
                     out.failed_groups.insert(gid.clone());
                 }
             }
         }
 
         // Re-read every named user on its own.
-        let snapshot = match self.store.call(|s| s.snapshot()).await {
-            Ok(s) => s,
-            Err(e) => return out.report.fail(e.to_string()),
-        };
-        let okta_failing = AtomicBool::new(false);
-        let failing = &okta_failing;
         let rereads = futures::stream::iter(users.keys().cloned())
             .map(|uid| {
                 let active_managed = snapshot.get(&uid).is_some_and(|m| m.active);
+                let reader = &reader;
                 async move {
-                    if failing.load(Ordering::Relaxed) {
-                        let why = "not tried: another re-read of this run found Okta failing";
-                        return (uid, Reread::Failed(why.into()));
-                    }
-                    let read =
-                        tokio::time::timeout(budget, self.okta.read_app_user(&uid, &self.mapping));
-                    let r = match read.await {
-                        Err(_) => {
-                            failing.store(true, Ordering::Relaxed);
-                            Reread::Failed(format!(
-                                "Okta did not answer within {} s",
-                                budget.as_secs()
-                            ))
+                    let r = match reader
+                        .read(self.okta.read_app_user(&uid, &self.mapping))
+                        .await
+                    {
+                        Err(e) => Reread::Failed(e.text),
+                        // Only a deactivation needs the status, for its reason; a failure
+                        // there changes only the wording.
+                        Ok(AppUserRead::NotAssigned) if active_managed => {
+                            let status = tokio::time::timeout(
+                                reader.budget,
+                                self.okta.read_user_status(&uid),
+                            )
+                            .await
+                            .ok()
+                            .and_then(Result::ok);
+                            Reread::Read(
+                                AppUserRead::NotAssigned,
+                                Some(gone_reason(status.as_ref())),
+                            )
                         }
-                        Ok(Err(e)) => {
-                            if e.is_retryable() {
-                                failing.store(true, Ordering::Relaxed);
-                            }
-                            Reread::Failed(e.to_string())
-                        }
-                        Ok(Ok(r)) => match r {
-                            // Only a deactivation needs the status, for its reason; a failure
-                            // there changes only the wording.
-                            AppUserRead::NotAssigned if active_managed => {
-                                let status =
-                                    tokio::time::timeout(budget, self.okta.read_user_status(&uid))
-                                        .await
-                                        .ok()
-                                        .and_then(Result::ok);
-                                Reread::Read(
-                                    AppUserRead::NotAssigned,
-                                    Some(gone_reason(status.as_ref())),
-                                )
-                            }
-                            r => Reread::Read(r, None),
-                        },
+                        Ok(r) => Reread::Read(r, None),
                     };
                     (uid, r)
                 }
@@ -331,31 +422,48 @@ impl Engine {
                 }
             }
         }
-        if !out.failed_users.is_empty() || !out.failed_groups.is_empty() {
-            out.report.raise(Outcome::Partial);
-        }
         out.report.skipped_okta_users = desired
             .skipped
             .iter()
             .map(|(id, why)| format!("{id}: {why}"))
             .collect();
 
+        // Groups, read before any write so one guard check covers the whole plan (as in a full
+        // run): the pushed groups, and the groups of each user re-read as assigned.
+        let group_inputs = if groups_on && !(targets.groups.is_empty() && read_ids.is_empty()) {
+            seen.reread = read_ids.clone();
+            let known = Known {
+                users: &snapshot,
+                groups: &group_snapshot,
+                user_causes: &users,
+                group_causes: &targets.groups,
+            };
+            let read = self.read_targeted_groups(&reader, &desired, seen, &known, out);
+            match cancel.run_until_cancelled(read).await {
+                None => return stopped(&mut out.report, "reading Okta groups"),
+                Some(g) => g,
+            }
+        } else {
+            None
+        };
+        drop(by_scim);
+        if !out.failed_users.is_empty() || !out.failed_groups.is_empty() {
+            out.report.raise(Outcome::Partial);
+        }
+
         // The snapshot restricted to the users read: a managed user this run did not re-read
         // is not "missing from Okta", it is simply not part of this run.
         let restricted: BTreeMap<_, _> = snapshot
-            .into_iter()
-            .filter(|(id, _)| read_ids.contains(id))
+            .iter()
+            .filter(|(id, _)| read_ids.contains(*id))
+            .map(|(id, u)| (id.clone(), u.clone()))
             .collect();
         let now_q = now;
-        let state = self
-            .store
-            .call(move |s| Ok((s.quarantined(now_q)?, s.journal_pending()?)))
-            .await;
-        let (mut held, pending) = match state {
+        let mut held = match self.store.call(move |s| s.quarantined(now_q)).await {
             Ok(v) => v,
             Err(e) => return out.report.fail(e.to_string()),
         };
-        for (id, why) in Recovery::unverified(pending).held_users() {
+        for (id, why) in recovery.held_users() {
             held.entry(id).or_insert(why);
         }
         let policy = Policy {
@@ -444,13 +552,38 @@ impl Engine {
             }))
             .collect();
         out.report.counts.unchanged = plan.unchanged;
-        log_plan(&plan.operations);
 
-        if let Err(msg) = guard::check(&plan, None, &[]) {
+        // The group plan over what was read, with the users as they are before the writes; it
+        // is made again after them (users created now join their groups) and bounded by this one.
+        let group_policy = GroupPolicy {
+            delete_removed: false,
+            deactivation_limit: limit,
+            deactivating: plan
+                .deactivations()
+                .filter_map(|o| match &o.action {
+                    Action::Deactivate { scim_id } => Some(scim_id.clone()),
+                    _ => None,
+                })
+                .collect(),
+            held: recovery.held_groups(),
+        };
+        let group_plan = group_inputs
+            .as_ref()
+            .map(|(g, _)| g.plan(&snapshot, &group_policy));
+        drop(snapshot);
+        log_plan(&plan.operations);
+        if let Some(g) = &group_plan {
+            log_plan(&g.operations);
+        }
+
+        if let Err(msg) = guard::check(&plan, group_plan.as_ref(), &[]) {
             tracing::warn!(guard = %msg, "targeted run refused by a safety guard");
             out.report.refuse(&nothing_written, msg);
             for op in &plan.operations {
                 out.report.push_op(op.report_planned(None));
+            }
+            if let Some(g) = &group_plan {
+                record_planned(&mut out.report, &g.operations);
             }
             return;
         }
@@ -470,9 +603,10 @@ impl Engine {
         {
             return out.report.fail(e.to_string());
         }
+        let journal = self.journal(&out.report.run_id, None);
         let applier = Applier {
             scim: self.scim.clone(),
-            journal: self.journal(&out.report.run_id, None),
+            journal: journal.clone(),
             metrics: Arc::clone(&self.metrics),
             max_in_flight: self.config.postman.max_in_flight,
             cancel: cancel.clone(),
@@ -494,8 +628,155 @@ impl Engine {
             out.report.raise(Outcome::Partial);
         }
         if let Some(e) = fatal {
+            return out.report.fail(e.to_string());
+        }
+
+        // Groups: planned again against the updated user snapshot, bounded by the checked plan.
+        let (Some((inputs, causes)), Some(checked)) = (&group_inputs, &group_plan) else {
+            return;
+        };
+        let users_now = match self.store.call(|s| s.snapshot()).await {
+            Ok(u) => u,
+            Err(e) => return out.report.fail(e.to_string()),
+        };
+        let mut group_plan = {
+            let _span = tracing::info_span!("plan_groups").entered();
+            guard::bound_replan(inputs.plan(&users_now, &group_policy), checked)
+        };
+        drop(users_now);
+        for op in &mut group_plan.operations {
+            if let Some(cause) = causes.get(&op.okta_id) {
+                op.reason = with_event(&op.reason, cause);
+            }
+        }
+        log_plan(&group_plan.operations);
+        let applier = GroupApplier {
+            scim: self.scim.clone(),
+            journal,
+            metrics: Arc::clone(&self.metrics),
+            cancel: cancel.clone(),
+        };
+        let (statuses, fatal) = applier.apply(&group_plan).await;
+        for (op, status) in group_plan.operations.iter().zip(&statuses) {
+            if let (OpStatus::Done { .. }, Some(cause)) = (status, causes.get(&op.okta_id)) {
+                out.applied.push((cause.clone(), Utc::now()));
+            }
+        }
+        if record(&mut out.report, &group_plan.operations, statuses) {
+            out.report.raise(Outcome::Partial);
+        }
+        record_group_extras(&mut out.report, &group_plan);
+        if let Some(e) = fatal {
             out.report.fail(e.to_string());
         }
+    }
+
+    /// The group reads of a targeted run, before any write: the pushed groups (one request),
+    /// the groups of each user re-read as assigned (one request each), and the members of any
+    /// affected group the snapshot does not have yet. Returns the planner's inputs and, for each
+    /// group, the event behind it; `None` when no pushed group is affected or the pushed groups
+    /// cannot be read (then every user and group of the run stays queued, for the membership).
+    async fn read_targeted_groups(
+        &self,
+        reader: &Reader,
+        desired: &OktaRead,
+        mut seen: group_targets::Seen,
+        known: &Known<'_>,
+        out: &mut TargetedOutcome,
+    ) -> Option<(GroupInputs, BTreeMap<OktaGroupId, EventCause>)> {
+        let Known {
+            users,
+            groups,
+            user_causes,
+            group_causes,
+        } = *known;
+        let assigned = match reader.read(self.okta.list_app_groups()).await {
+            Ok(a) => a,
+            Err(e) => {
+                group_problem(
+                    &mut out.report,
+                    format!(
+                        "reading the Okta groups assigned to the app: {}; group memberships follow when the events are retried",
+                        e.text
+                    ),
+                );
+                out.failed_users.extend(seen.reread.iter().cloned());
+                out.failed_groups.extend(seen.members.keys().cloned());
+                return None;
+            }
+        };
+        let (picked, _) = select_groups(&assigned, &self.config.groups.push);
+        seen.pushed = picked.into_iter().collect();
+        if seen.pushed.is_empty() {
+            return None;
+        }
+        let looked_up = futures::stream::iter(desired.users.keys().cloned())
+            .map(|uid| async move {
+                let r = reader.read(self.okta.list_user_groups(&uid)).await;
+                (uid, r)
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        for (uid, r) in looked_up {
+            match r {
+                Ok(gs) => {
+                    seen.user_groups
+                        .insert(uid, gs.into_iter().map(|(g, _)| g).collect());
+                }
+                Err(e) => {
+                    tracing::warn!(okta_id = %uid, error = %e.text, "reading an Okta user's groups for an event failed: their group memberships wait for the retry");
+                    out.report
+                        .errors
+                        .push(format!("reading the groups of Okta user {uid}: {}", e.text));
+                    out.failed_users.insert(uid);
+                }
+            }
+        }
+        let affected = group_targets::affected(&seen, users, groups);
+        for gid in group_targets::to_read(&affected, &seen, groups) {
+            match reader.read(self.okta.list_group_members(&gid)).await {
+                Ok(members) => {
+                    seen.members.insert(gid, members);
+                }
+                Err(e) => {
+                    group_problem(
+                        &mut out.report,
+                        format!(
+                            "reading the members of Okta group {gid}: {}; it is pushed by the next scheduled run",
+                            e.text
+                        ),
+                    );
+                }
+            }
+        }
+        // The event behind each group: the group's own, else that of the first re-read user
+        // who moves it (joins or leaves it in Okta, or was in it).
+        let by_scim: BTreeMap<&ScimUserId, &OktaUserId> =
+            users.values().map(|u| (&u.scim_id, &u.okta_id)).collect();
+        let mut causes: BTreeMap<OktaGroupId, EventCause> = BTreeMap::new();
+        for gid in &affected {
+            let mut movers = seen
+                .user_groups
+                .iter()
+                .filter(|(_, gs)| gs.contains(gid))
+                .map(|(u, _)| u)
+                .chain(
+                    groups
+                        .get(gid)
+                        .into_iter()
+                        .flat_map(|g| g.members.iter().filter_map(|s| by_scim.get(s).copied()))
+                        .filter(|u| seen.reread.contains(*u)),
+                );
+            let cause = group_causes
+                .get(gid)
+                .or_else(|| movers.find_map(|u| user_causes.get(u)));
+            if let Some(c) = cause {
+                causes.insert(gid.clone(), c.clone());
+            }
+        }
+        let inputs = group_targets::inputs(&affected, &seen, users, groups);
+        Some((inputs, causes))
     }
 }
 

@@ -50,7 +50,7 @@ pub enum Command {
         full: bool,
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
-        /// Allow up to N deactivations in this run, above [sync] max_deactivations.
+        /// Allow up to N deactivations in this run, above `[sync] max_deactivations`.
         #[arg(long, value_name = "N")]
         allow_deactivations: Option<usize>,
         /// With --dry-run: also write the plan to FILE (JSON, mode 0600) for review and `apply FILE`.
@@ -68,7 +68,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: OutputFormat,
     },
-    /// Run as a daemon: reconcile on the [sync] schedule, serve /healthz /readyz /metrics /status.
+    /// Run as a daemon: reconcile on the `[sync] schedule`, serve /healthz /readyz /metrics /status.
     Run,
     /// Test the API credentials of both sides without writing anything.
     Check {

@@ -3,7 +3,7 @@
 //!
 //! Layout (read, plan, apply are separate steps; the plans are pure functions):
 //! - [`model`]: domain types shared by every layer: id newtypes, operation kinds, subjects.
-//! - [`limits`]: capped body reads and clamped durations from untrusted answers (both clients).
+//! - `limits`: capped body reads and clamped durations from untrusted answers (both clients).
 //! - [`retry`]: the one retry loop (backoff + `Retry-After`) both clients use.
 //! - [`okta`]: hand-written Okta Management API client (paging, rate limits, OAuth, mapping).
 //! - [`scim`]: Postman SCIM client (pacing, retries, SCIM errors, wire types).
@@ -21,7 +21,7 @@
 //! - [`status`]: what the state database knows, read for `status` and `/status`.
 //! - [`cli`], [`cmd`]: the command line and one file per command; [`exit`]: the exit codes (a
 //!   leaf).
-//! - [`metrics`], [`output`], [`telemetry`]: Prometheus registry, text renderings, logging.
+//! - [`metrics`], `output`, `telemetry`: Prometheus registry, text renderings, logging.
 //!
 //! The simulators of Okta and Postman are the workspace crate `okta-postman-sync-sim`
 //! (`crates/sim/`): a dev-dependency of the tests, and behind the default-on `demo` feature for

@@ -112,7 +112,7 @@ pub const DEFAULT_PAGE_LIMIT: u32 = MAX_APP_USERS_LIMIT;
 impl OktaClientConfig {
     /// A configuration with the documented defaults: 500 app users per page, half of each
     /// rate-limit window, 30 s per request, the default retry policy, bodies of at most
-    /// [`limits::MAX_BODY_BYTES`].
+    /// 32 MiB (`limits::MAX_BODY_BYTES`).
     pub fn with_defaults(org_url: Url, app_id: impl Into<String>, auth: OktaAuth) -> Self {
         Self {
             org_url,

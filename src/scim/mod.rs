@@ -87,7 +87,7 @@ pub struct ScimClientConfig {
     /// Per request.
     pub timeout: Duration,
     pub retry: RetryPolicy,
-    /// Largest response body read (default [`limits::MAX_BODY_BYTES`]); a larger one is an
+    /// Largest response body read (default 32 MiB, `limits::MAX_BODY_BYTES`); a larger one is an
     /// error for that request, refused before reading when `Content-Length` declares it.
     pub max_body_bytes: usize,
 }

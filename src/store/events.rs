@@ -248,7 +248,7 @@ impl Store {
 
     /// After a targeted reconcile: removes the rows it finished (only while they still carry the
     /// event it worked from: a newer event that arrived meanwhile keeps its row), counts an
-    /// attempt on the rows whose re-read failed and drops those past [`MAX_ATTEMPTS`] (returned,
+    /// attempt on the rows whose re-read failed and drops those past `MAX_ATTEMPTS` (returned,
     /// for the log), and records the last event applied.
     pub fn events_done(
         &mut self,

@@ -7,7 +7,7 @@
 //! through the same journal, and recorded like any run. Interrupted writes are resolved first,
 //! as in a full run. A forged or stale event therefore only costs a re-read.
 //!
-//! Pushed groups follow in the same run ([`groups`]): the groups of each user re-read as
+//! Pushed groups follow in the same run (`groups`): the groups of each user re-read as
 //! assigned are looked up, and the group planner is given the affected groups only — never one
 //! that could read as "no longer pushed", so a targeted run plans no group deletion.
 //!

@@ -20,29 +20,27 @@
 //! does).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::groups::apply::GroupApplier;
-use super::groups::plan::{select_groups, GroupPolicy};
-use super::groups::read::{group_problem, GroupInputs};
+use super::groups::plan::GroupPolicy;
 use super::outcome::NothingWritten;
 use super::users::apply::Applier;
 use super::users::plan::{plan, Action, Carried, Operation, Plan, Policy, Refusal};
 use super::{guard, journal, log_plan, record, record_group_extras, record_planned, stopped};
 use super::{Engine, OpKind, OpStatus, Outcome, RunReport};
-use crate::model::{ManagedGroup, ManagedUser, OktaGroupId, OktaRead, OktaUserId, ScimUserId};
-use crate::okta::{AppUserRead, OktaError};
+use crate::model::{OktaGroupId, OktaUserId};
 use crate::store::{EventCause, HeldDeactivation, Trigger};
 
 mod groups;
-use groups as group_targets;
+mod read;
+
+use read::{Known, Reader, Reread};
 
 /// Concurrent Okta re-reads of one targeted run: a burst is read quickly, well inside our share
 /// of the rate limit (the client paces itself on the headers anyway).
@@ -76,69 +74,6 @@ pub struct TargetedOutcome {
     pub held: Vec<HeldDeactivation>,
     /// The event of each operation carried out, and when its write finished (for the lag).
     pub applied: Vec<(EventCause, DateTime<Utc>)>,
-}
-
-/// The Okta reads of one targeted run, each bounded in time; after one times out or fails
-/// transiently, the rest are not tried (they stay queued for the next poll interval).
-struct Reader {
-    budget: std::time::Duration,
-    failing: AtomicBool,
-}
-
-/// What a targeted run knew before its group reads: the snapshots, and the event behind each
-/// user and group it re-reads.
-#[derive(Clone, Copy)]
-struct Known<'a> {
-    users: &'a BTreeMap<OktaUserId, ManagedUser>,
-    groups: &'a BTreeMap<OktaGroupId, ManagedGroup>,
-    user_causes: &'a BTreeMap<OktaUserId, EventCause>,
-    group_causes: &'a BTreeMap<OktaGroupId, EventCause>,
-}
-
-/// Why a read of a targeted run gave nothing.
-struct ReadFailure {
-    text: String,
-    /// Okta's HTTP status, when it answered.
-    status: Option<u16>,
-}
-
-impl Reader {
-    async fn read<T>(
-        &self,
-        read: impl std::future::Future<Output = Result<T, OktaError>>,
-    ) -> Result<T, ReadFailure> {
-        if self.failing.load(Ordering::Relaxed) {
-            return Err(ReadFailure {
-                text: "not tried: another read of this run found Okta failing".into(),
-                status: None,
-            });
-        }
-        match tokio::time::timeout(self.budget, read).await {
-            Err(_) => {
-                self.failing.store(true, Ordering::Relaxed);
-                Err(ReadFailure {
-                    text: format!("Okta did not answer within {} s", self.budget.as_secs()),
-                    status: None,
-                })
-            }
-            Ok(Err(e)) => {
-                if e.is_retryable() {
-                    self.failing.store(true, Ordering::Relaxed);
-                }
-                Err(ReadFailure {
-                    text: e.to_string(),
-                    status: e.status(),
-                })
-            }
-            Ok(Ok(v)) => Ok(v),
-        }
-    }
-}
-
-/// One user's re-read: what Okta answered and, for a user no longer assigned, why in words.
-enum Reread {
-    Read(AppUserRead, Option<&'static str>),
-    Failed(String),
 }
 
 /// The words for a user Okta no longer assigns, from the user's status when it could be read.
@@ -300,156 +235,43 @@ impl Engine {
         };
 
         // Fast recovery: during an Okta outage one read must not hold the writer slot for the
-        // client's whole retry budget, nor each of a thousand reads in turn. A read gets a bounded
-        // time, and after one times out or fails transiently the rest of this run are not tried
-        // (they stay queued; the next poll interval tries again, as soon as Okta answers).
-        let budget = (self.config.events.poll_interval * 3).max(READ_BUDGET_FLOOR);
-        let reader = Reader {
-            budget,
-            failing: AtomicBool::new(false),
+        // client's whole retry budget, nor each of a thousand reads in turn (see [`Reader`]).
+        let reader = Reader::new((self.config.events.poll_interval * 3).max(READ_BUDGET_FLOOR));
+        let known = Known {
+            users: &snapshot,
+            groups: &group_snapshot,
         };
-
-        // Groups an event named: their members are the users to re-read (okta-api.md A2: a
-        // group assigned to the app makes its members app users). A group Okta no longer has
-        // (deleted) is re-read as the members the snapshot last pushed to it.
-        let by_scim: BTreeMap<&ScimUserId, &OktaUserId> = snapshot
-            .values()
-            .map(|u| (&u.scim_id, &u.okta_id))
-            .collect();
-        let mut users = targets.users.clone();
-        let mut seen = group_targets::Seen::default();
-        for (gid, cause) in &targets.groups {
-            let read = cancel
-                .run_until_cancelled(reader.read(self.okta.list_group_members(gid)))
-                .await;
-            match read {
-                None => return stopped(&mut out.report, "reading an Okta group's members"),
-                Some(Ok(members)) => {
-                    for m in &members {
-                        users.entry(m.clone()).or_insert_with(|| cause.clone());
-                    }
-                    seen.members.insert(gid.clone(), members);
-                }
-                Some(Err(e)) if e.status == Some(404) => {
-                    let former: Vec<&OktaUserId> = group_snapshot
-                        .get(gid)
-                        .map(|g| {
-                            g.members
-                                .iter()
-                                .filter_map(|s| by_scim.get(s).copied())
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    tracing::info!(group = %gid, event = %cause.uuid, former_members = former.len(), "the group of an event no longer exists in Okta; re-reading the members last pushed to it");
-                    for m in former {
-                        users.entry(m.clone()).or_insert_with(|| cause.clone());
-                    }
-                }
-                Some(Err(e)) => {
-                    out.report.errors.push(format!(
-                        "reading the members of Okta group {gid}: {}",
-                        e.text
-                    ));
-                    out.failed_groups.insert(gid.clone());
-                }
-            }
-        }
-
-        // Re-read every named user on its own.
-        let rereads = futures::stream::iter(users.keys().cloned())
-            .map(|uid| {
-                let active_managed = snapshot.get(&uid).is_some_and(|m| m.active);
-                let reader = &reader;
-                async move {
-                    let r = match reader
-                        .read(self.okta.read_app_user(&uid, &self.mapping))
-                        .await
-                    {
-                        Err(e) => Reread::Failed(e.text),
-                        // Only a deactivation needs the status, for its reason; a failure
-                        // there changes only the wording.
-                        Ok(AppUserRead::NotAssigned) if active_managed => {
-                            let status = tokio::time::timeout(
-                                reader.budget,
-                                self.okta.read_user_status(&uid),
-                            )
-                            .await
-                            .ok()
-                            .and_then(Result::ok);
-                            Reread::Read(
-                                AppUserRead::NotAssigned,
-                                Some(gone_reason(status.as_ref())),
-                            )
-                        }
-                        Ok(r) => Reread::Read(r, None),
-                    };
-                    (uid, r)
-                }
-            })
-            .buffer_unordered(READ_CONCURRENCY)
-            .collect::<Vec<_>>();
-        let rereads = match cancel.run_until_cancelled(rereads).await {
-            None => return stopped(&mut out.report, "re-reading Okta users"),
-            Some(r) => r,
+        let Some(mut reread) = self.reread(targets, known, &reader, cancel, out).await else {
+            return stopped(&mut out.report, "re-reading Okta");
         };
-
-        let mut desired = OktaRead {
-            complete: true,
-            ..OktaRead::default()
-        };
-        let mut read_ids: BTreeSet<OktaUserId> = BTreeSet::new();
-        let mut gone: BTreeMap<OktaUserId, &'static str> = BTreeMap::new();
-        for (uid, r) in rereads {
-            match r {
-                Reread::Failed(e) => {
-                    tracing::warn!(okta_id = %uid, error = %e, "re-reading an Okta user for an event failed: nothing is planned for them now (retried, then left to the next full run)");
-                    out.report
-                        .errors
-                        .push(format!("re-reading Okta user {uid}: {e}"));
-                    out.failed_users.insert(uid);
-                }
-                Reread::Read(AppUserRead::Assigned(u), _) => {
-                    read_ids.insert(uid.clone());
-                    desired.users.insert(uid, u);
-                }
-                Reread::Read(AppUserRead::Skipped(why), _) => {
-                    read_ids.insert(uid.clone());
-                    desired.skipped.insert(uid, why);
-                }
-                Reread::Read(AppUserRead::NotAssigned, reason) => {
-                    gone.insert(uid.clone(), reason.unwrap_or_else(|| gone_reason(None)));
-                    read_ids.insert(uid);
-                }
-            }
-        }
-        out.report.skipped_okta_users = desired
+        out.report.skipped_okta_users = reread
+            .desired
             .skipped
             .iter()
             .map(|(id, why)| format!("{id}: {why}"))
             .collect();
-
         // Groups, read before any write so one guard check covers the whole plan (as in a full
         // run): the pushed groups, and the groups of each user re-read as assigned.
-        let group_inputs = if groups_on && !(targets.groups.is_empty() && read_ids.is_empty()) {
-            seen.reread = read_ids.clone();
-            let known = Known {
-                users: &snapshot,
-                groups: &group_snapshot,
-                user_causes: &users,
-                group_causes: &targets.groups,
+        let group_inputs =
+            if groups_on && !(targets.groups.is_empty() && reread.read_ids.is_empty()) {
+                let read = self.read_groups(&reader, &mut reread, known, &targets.groups, out);
+                match cancel.run_until_cancelled(read).await {
+                    None => return stopped(&mut out.report, "reading Okta groups"),
+                    Some(g) => g,
+                }
+            } else {
+                None
             };
-            let read = self.read_targeted_groups(&reader, &desired, seen, &known, out);
-            match cancel.run_until_cancelled(read).await {
-                None => return stopped(&mut out.report, "reading Okta groups"),
-                Some(g) => g,
-            }
-        } else {
-            None
-        };
-        drop(by_scim);
         if !out.failed_users.is_empty() || !out.failed_groups.is_empty() {
             out.report.raise(Outcome::Partial);
         }
+        let Reread {
+            causes: users,
+            desired,
+            read_ids,
+            gone,
+            ..
+        } = reread;
 
         // The snapshot restricted to the users read: a managed user this run did not re-read
         // is not "missing from Okta", it is simply not part of this run.
@@ -669,114 +491,6 @@ impl Engine {
         if let Some(e) = fatal {
             out.report.fail(e.to_string());
         }
-    }
-
-    /// The group reads of a targeted run, before any write: the pushed groups (one request),
-    /// the groups of each user re-read as assigned (one request each), and the members of any
-    /// affected group the snapshot does not have yet. Returns the planner's inputs and, for each
-    /// group, the event behind it; `None` when no pushed group is affected or the pushed groups
-    /// cannot be read (then every user and group of the run stays queued, for the membership).
-    async fn read_targeted_groups(
-        &self,
-        reader: &Reader,
-        desired: &OktaRead,
-        mut seen: group_targets::Seen,
-        known: &Known<'_>,
-        out: &mut TargetedOutcome,
-    ) -> Option<(GroupInputs, BTreeMap<OktaGroupId, EventCause>)> {
-        let Known {
-            users,
-            groups,
-            user_causes,
-            group_causes,
-        } = *known;
-        let assigned = match reader.read(self.okta.list_app_groups()).await {
-            Ok(a) => a,
-            Err(e) => {
-                group_problem(
-                    &mut out.report,
-                    format!(
-                        "reading the Okta groups assigned to the app: {}; group memberships follow when the events are retried",
-                        e.text
-                    ),
-                );
-                out.failed_users.extend(seen.reread.iter().cloned());
-                out.failed_groups.extend(seen.members.keys().cloned());
-                return None;
-            }
-        };
-        let (picked, _) = select_groups(&assigned, &self.config.groups.push);
-        seen.pushed = picked.into_iter().collect();
-        if seen.pushed.is_empty() {
-            return None;
-        }
-        let looked_up = futures::stream::iter(desired.users.keys().cloned())
-            .map(|uid| async move {
-                let r = reader.read(self.okta.list_user_groups(&uid)).await;
-                (uid, r)
-            })
-            .buffer_unordered(READ_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
-        for (uid, r) in looked_up {
-            match r {
-                Ok(gs) => {
-                    seen.user_groups
-                        .insert(uid, gs.into_iter().map(|(g, _)| g).collect());
-                }
-                Err(e) => {
-                    tracing::warn!(okta_id = %uid, error = %e.text, "reading an Okta user's groups for an event failed: their group memberships wait for the retry");
-                    out.report
-                        .errors
-                        .push(format!("reading the groups of Okta user {uid}: {}", e.text));
-                    out.failed_users.insert(uid);
-                }
-            }
-        }
-        let affected = group_targets::affected(&seen, users, groups);
-        for gid in group_targets::to_read(&affected, &seen, groups) {
-            match reader.read(self.okta.list_group_members(&gid)).await {
-                Ok(members) => {
-                    seen.members.insert(gid, members);
-                }
-                Err(e) => {
-                    group_problem(
-                        &mut out.report,
-                        format!(
-                            "reading the members of Okta group {gid}: {}; it is pushed by the next scheduled run",
-                            e.text
-                        ),
-                    );
-                }
-            }
-        }
-        // The event behind each group: the group's own, else that of the first re-read user
-        // who moves it (joins or leaves it in Okta, or was in it).
-        let by_scim: BTreeMap<&ScimUserId, &OktaUserId> =
-            users.values().map(|u| (&u.scim_id, &u.okta_id)).collect();
-        let mut causes: BTreeMap<OktaGroupId, EventCause> = BTreeMap::new();
-        for gid in &affected {
-            let mut movers = seen
-                .user_groups
-                .iter()
-                .filter(|(_, gs)| gs.contains(gid))
-                .map(|(u, _)| u)
-                .chain(
-                    groups
-                        .get(gid)
-                        .into_iter()
-                        .flat_map(|g| g.members.iter().filter_map(|s| by_scim.get(s).copied()))
-                        .filter(|u| seen.reread.contains(*u)),
-                );
-            let cause = group_causes
-                .get(gid)
-                .or_else(|| movers.find_map(|u| user_causes.get(u)));
-            if let Some(c) = cause {
-                causes.insert(gid.clone(), c.clone());
-            }
-        }
-        let inputs = group_targets::inputs(&affected, &seen, users, groups);
-        Some((inputs, causes))
     }
 }
 

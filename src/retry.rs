@@ -62,14 +62,19 @@ impl RetryPolicy {
     }
 
     fn backoff(&self) -> ExponentialBackoff {
-        ExponentialBackoff {
+        let mut b = ExponentialBackoff {
             initial_interval: self.initial_interval,
             max_interval: self.max_interval,
             max_elapsed_time: Some(self.max_elapsed),
             randomization_factor: 0.5,
             multiplier: 2.0,
             ..ExponentialBackoff::default()
-        }
+        };
+        // The first wait is drawn from `current_interval`, which the struct update above left at
+        // the crate's default (500 ms): `reset` starts it at our `initial_interval` (and restarts
+        // the elapsed-time clock).
+        b.reset();
+        b
     }
 }
 
@@ -140,6 +145,17 @@ mod tests {
         assert!(m
             .encode()
             .contains("okta_postman_sync_retries_total{api=\"scim\"} 2"));
+    }
+
+    #[test]
+    fn the_first_wait_follows_the_policys_initial_interval() {
+        let policy = RetryPolicy {
+            initial_interval: Duration::from_millis(10),
+            ..RetryPolicy::default()
+        };
+        let first = policy.backoff().next_backoff().expect("a first wait");
+        // 10 ms with the ±50 % jitter, not the backoff crate's default of 500 ms.
+        assert!(first <= Duration::from_millis(15), "{first:?}");
     }
 
     #[tokio::test]

@@ -7,7 +7,10 @@
 //! Modes: `polling` (System Log every `--poll` seconds, default 2) and `hook` (a deliverer task
 //! plays Okta: it tails the fake's System Log every 10 ms and POSTs new events to
 //! `/okta/events`, so the figure is the daemon's share, not Okta's delivery delay).
-//! `cargo bench --bench events -- [--changes 200] [--poll 2] [--users 500]`.
+//! `cargo bench --bench events -- [--changes 200] [--poll 2] [--users 500] [--idle SECS]
+//! [--mode polling|hook]`. The idle cost at scale, polling only:
+//! `cargo bench --bench events -- --mode polling --users 100000 --changes 0 --idle 60` (the
+//! initial full run's time is printed on stderr).
 //!
 //! A benchmark, not a test: it asserts nothing and never runs under `cargo test`.
 
@@ -43,6 +46,10 @@ struct Args {
     users: usize,
     /// Postman's writes per minute, enforced by the fake and configured in the daemon.
     limit: u32,
+    /// Seconds of idle measured (default 20 polling, 10 hook).
+    idle: Option<u64>,
+    /// The modes to run (default both).
+    modes: Vec<Mode>,
 }
 
 fn parse_args() -> Args {
@@ -51,6 +58,8 @@ fn parse_args() -> Args {
         poll: 2,
         users: 500,
         limit: 100_000,
+        idle: None,
+        modes: vec![Mode::Polling, Mode::Hook],
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -60,6 +69,14 @@ fn parse_args() -> Args {
             "--poll" => a.poll = val().parse().unwrap_or(a.poll),
             "--users" => a.users = val().parse().unwrap_or(a.users),
             "--limit" => a.limit = val().parse().unwrap_or(a.limit),
+            "--idle" => a.idle = val().parse().ok(),
+            "--mode" => {
+                a.modes = match val().as_str() {
+                    "polling" => vec![Mode::Polling],
+                    "hook" => vec![Mode::Hook],
+                    _ => vec![Mode::Polling, Mode::Hook],
+                }
+            }
             _ => {}
         }
     }
@@ -163,6 +180,7 @@ level = "error"
         )
         .expect("engine"),
     );
+    let first_started = Instant::now();
     let first = engine
         .run(
             &RunOptions {
@@ -174,18 +192,31 @@ level = "error"
         )
         .await;
     assert_eq!(first.outcome.as_str(), "ok");
+    eprintln!(
+        "{mode:?}: initial full run of {} users: {:.1} s",
+        args.users,
+        first_started.elapsed().as_secs_f64()
+    );
     let cancel = CancellationToken::new();
+    let state = Arc::new(DaemonState::default());
     let daemon = tokio::spawn(run_with(
         Arc::clone(&engine),
         Some(listener),
         cancel.clone(),
-        Arc::new(DaemonState::default()),
+        Arc::clone(&state),
     ));
-    // The daemon's own first run at startup, then quiet.
+    // The daemon's own first run at startup (it reads every app-user page), then quiet.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    while state.running.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Idle cost.
-    let idle_for = Duration::from_secs(if mode == Mode::Polling { 20 } else { 10 });
+    let idle_for =
+        Duration::from_secs(
+            args.idle
+                .unwrap_or(if mode == Mode::Polling { 20 } else { 10 }),
+        );
     let (o0, p0) = (
         okta_requests(&okta),
         postman.stats().requests.by_method.values().sum::<u64>(),
@@ -318,6 +349,7 @@ fn main() {
         "| mode    | made | seen | p50      | p95      | max      | Okta/h idle | Postman/h idle | max writes/min vs limit | 429s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    rt.block_on(bench(Mode::Polling, &args));
-    rt.block_on(bench(Mode::Hook, &args));
+    for mode in args.modes.clone() {
+        rt.block_on(bench(mode, &args));
+    }
 }

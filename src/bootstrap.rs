@@ -76,22 +76,35 @@ pub fn assemble_daemon(config: Arc<Config>) -> Result<App, BootstrapError> {
 /// The daemon's retry policy. A one-shot `reconcile` may retry a request for up to 5 minutes;
 /// in the daemon that would keep a run in flight long after the next ticks (they are skipped
 /// while it runs), so after an outage the first change could wait several periods. Each
-/// request's retrying is bounded by the schedule's period instead (at least 5 s, at most the
-/// default budget), and no single wait exceeds half of it: the next tick retries.
+/// request's retrying is bounded by [`daemon_retry_budget`] instead, and no single wait exceeds
+/// half of it: the next tick retries. (Each scheduled run's retrying, over all its requests, is
+/// bounded by the same value: see `RunOptions::retry_budget`.)
 pub fn daemon_retry(schedule: &cron::Schedule, now: chrono::DateTime<chrono::Utc>) -> RetryPolicy {
     let default = RetryPolicy::default();
-    let mut ticks = schedule.after(&now);
-    let period = match (ticks.next(), ticks.next()) {
-        (Some(a), Some(b)) => (b - a).to_std().unwrap_or(default.max_elapsed),
-        _ => default.max_elapsed,
-    };
-    let budget = period.clamp(std::time::Duration::from_secs(5), default.max_elapsed);
+    let budget = daemon_retry_budget(schedule, now);
     RetryPolicy {
         max_elapsed: budget,
         max_wait: default.max_wait.min(budget / 2),
         max_interval: default.max_interval.min(budget / 2),
         ..default
     }
+}
+
+/// How long the daemon retries, for one request and for one scheduled run in all: the
+/// schedule's period (the time between the next two ticks after `now`), at least 5 s and at
+/// most the one-shot budget (5 minutes). A schedule with fewer than two future ticks gets the
+/// one-shot budget.
+pub fn daemon_retry_budget(
+    schedule: &cron::Schedule,
+    now: chrono::DateTime<chrono::Utc>,
+) -> std::time::Duration {
+    let one_shot = RetryPolicy::default().max_elapsed;
+    let mut ticks = schedule.after(&now);
+    let period = match (ticks.next(), ticks.next()) {
+        (Some(a), Some(b)) => (b - a).to_std().unwrap_or(one_shot),
+        _ => one_shot,
+    };
+    period.clamp(std::time::Duration::from_secs(5), one_shot)
 }
 
 fn assemble_with(
@@ -206,6 +219,34 @@ mod tests {
             daemon_retry(&hourly, now).max_elapsed,
             RetryPolicy::default().max_elapsed,
             "never more than the one-shot budget"
+        );
+    }
+
+    #[test]
+    fn a_scheduled_runs_budget_is_the_same_period_derived_value() {
+        let now = chrono::Utc::now();
+        for (cron, secs) in [
+            ("*/2 * * * * *", 5),
+            ("*/30 * * * * *", 30),
+            ("0 * * * * *", 60),
+            ("0 */15 * * * *", 300),
+        ] {
+            let s = cron::Schedule::from_str(cron).expect("cron");
+            assert_eq!(
+                daemon_retry_budget(&s, now),
+                Duration::from_secs(secs),
+                "{cron}"
+            );
+            assert_eq!(
+                daemon_retry(&s, now).max_elapsed,
+                daemon_retry_budget(&s, now)
+            );
+        }
+        // A schedule with a single future tick has no period: the one-shot budget.
+        let once = cron::Schedule::from_str("0 0 0 1 1 * 2099").expect("cron");
+        assert_eq!(
+            daemon_retry_budget(&once, now),
+            RetryPolicy::default().max_elapsed
         );
     }
 }

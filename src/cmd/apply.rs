@@ -47,6 +47,8 @@ pub async fn run(
         save_plan: false,
         expected: Some(Arc::new(plan.clone())),
         trigger: crate::store::Trigger::new(format!("apply {}", plan.plan_id)),
+        // A one-shot command: each request keeps the full retry policy.
+        retry_budget: None,
     };
     let progress = RunProgress::start();
     let report = app.engine.run(&opts, &cancel, Some(progress.sink())).await;

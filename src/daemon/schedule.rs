@@ -398,6 +398,9 @@ pub async fn scheduler(
                 let opts = RunOptions {
                     full,
                     trigger: crate::store::Trigger::schedule(),
+                    // An outage fails the run after about one period of retrying, in all: the
+                    // next tick tries again instead of being skipped behind it.
+                    retry_budget: Some(crate::bootstrap::daemon_retry_budget(&schedule, now)),
                     ..RunOptions::default()
                 };
                 in_flight = Some(spawn_supervised(

@@ -65,6 +65,10 @@ pub struct RunOptions {
     pub expected: Option<Arc<SavedPlan>>,
     /// What asked for the run (`reconcile` unless said otherwise), recorded for `history`.
     pub trigger: Trigger,
+    /// The most this run may spend waiting between retries, over all its requests
+    /// ([`crate::retry::with_run_budget`]); `None`: each request is bounded by the retry policy
+    /// alone (one-shot `reconcile`). The daemon's scheduled runs set it from the schedule.
+    pub retry_budget: Option<std::time::Duration>,
 }
 
 /// Watches a run's user writes (a progress display, the daemon's stuck-run watch).
@@ -219,9 +223,13 @@ impl Engine {
         let started = Utc::now();
         let (mut report, nothing_written) = RunReport::start(run_id.clone(), opts.dry_run, started);
         report.plan_id = opts.expected.as_ref().map(|p| p.plan_id.clone());
-        self.run_inner(opts, cancel, progress, &mut report, nothing_written)
-            .instrument(span.clone())
-            .await;
+        let inner = self
+            .run_inner(opts, cancel, progress, &mut report, nothing_written)
+            .instrument(span.clone());
+        match opts.retry_budget {
+            Some(limit) => crate::retry::with_run_budget(limit, inner).await,
+            None => inner.await,
+        }
         report.finished_at = Utc::now();
         self.metrics
             .run_finished(report.outcome.as_str(), clock.elapsed().as_secs_f64());

@@ -33,7 +33,11 @@ struct Daemon {
 }
 
 async fn start(w: &World) -> Daemon {
-    let engine = Arc::new(w.engine());
+    start_engine(w.engine()).await
+}
+
+async fn start_engine(engine: okta_postman_sync::sync::Engine) -> Daemon {
+    let engine = Arc::new(engine);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -139,6 +143,96 @@ async fn an_okta_outage_is_survived_and_the_next_run_succeeds() {
         "recovered"
     );
     assert!(eventually(5, || d.state.last_success.lock().unwrap().is_some()).await);
+    d.stop().await;
+}
+
+/// The runs recorded in the state file, oldest first, with how long each finished one took.
+fn recorded_runs(w: &World) -> Vec<(okta_postman_sync::store::RunRecord, Option<Duration>)> {
+    let Some(store) = okta_postman_sync::store::Store::open_read_only(&w.state_path())
+        .ok()
+        .flatten()
+    else {
+        return Vec::new();
+    };
+    let mut runs = store.last_runs(1000).unwrap_or_default();
+    runs.reverse();
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).expect("recorded time");
+    runs.into_iter()
+        .map(|r| {
+            let took = r
+                .finished_at
+                .as_deref()
+                .and_then(|f| (at(f) - at(&r.started_at)).to_std().ok());
+            (r, took)
+        })
+        .collect()
+}
+
+/// Issue 14, fast recovery. The engine keeps the one-shot retry policy (each request may back
+/// off for about 30 s, up to 5 minutes), so only the run's own budget (one period, at least 5 s,
+/// for a 2 s schedule) can end a run quickly while Okta answers every request with 503.
+#[tokio::test]
+async fn during_an_okta_outage_each_scheduled_run_gives_up_after_its_retry_budget_and_a_change_made_after_it_arrives(
+) {
+    use okta_postman_sync::metrics::Metrics;
+    use okta_postman_sync::retry::RetryPolicy;
+    use okta_postman_sync::store::{Store, StoreHandle};
+
+    let mut w = World::new().await;
+    w.extra_sync = "schedule = \"*/2 * * * * *\"\nstale_after = \"1h\"".into();
+    w.okta_user("Ann", "Lee");
+    w.okta.set_faults(FaultConfig {
+        seed: 1,
+        rate_503: 1.0,
+        ..FaultConfig::default()
+    });
+    let engine = okta_postman_sync::bootstrap::build_engine(
+        w.config(),
+        StoreHandle::new(Store::open(&w.state_path()).expect("store")),
+        true,
+        Arc::new(Metrics::new()),
+        RetryPolicy::default(),
+    )
+    .expect("engine");
+    let d = start_engine(engine).await;
+    let failed = |w: &World| {
+        recorded_runs(w)
+            .into_iter()
+            .filter(|(r, _)| r.outcome.as_deref() == Some("failed"))
+            .collect::<Vec<_>>()
+    };
+    // A single request under the one-shot policy backs off for 16 s at the very least: two runs
+    // could not both fail inside 25 s without the run budget.
+    assert!(
+        eventually(25, || failed(&w).len() >= 2).await,
+        "runs fail within their budget and the next ticks run again: {:?}",
+        recorded_runs(&w)
+    );
+    for (run, took) in failed(&w) {
+        let took = took.expect("a failed run is finished");
+        assert!(
+            took < Duration::from_secs(12),
+            "a run spent {took:?} retrying, not about its 5 s budget: {run:?}"
+        );
+        let errors = run
+            .errors
+            .as_ref()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(errors.contains("503"), "{errors}");
+    }
+    assert!(w.member("ann.lee@example.com").is_none());
+
+    // Okta comes back; a change made right after it reaches Postman at a following tick.
+    w.okta.set_faults(FaultConfig::default());
+    w.okta_user("Bob", "Ray");
+    assert!(
+        eventually(30, || w.member("bob.ray@example.com").is_some()
+            && w.member("ann.lee@example.com").is_some())
+        .await,
+        "the change made after the outage arrived: {:?}",
+        recorded_runs(&w)
+    );
     d.stop().await;
 }
 

@@ -256,6 +256,9 @@ pub struct DrainSummary {
     pub rows: usize,
     /// The writer was busy (a scheduled run): the queue waits.
     pub busy: bool,
+    /// Rows kept for another try (a read or a write failed): the worker comes back to them
+    /// after a poll interval even without new events.
+    pub kept: usize,
     /// The report of each targeted reconcile.
     pub reports: Vec<crate::sync::RunReport>,
 }
@@ -287,7 +290,9 @@ pub async fn drain(
         let slot = WriterSlot::taken(state);
         let result = work_off(engine, &queue, cancel).await;
         drop(slot);
-        summary.reports.push(result?);
+        let (report, kept) = result?;
+        summary.reports.push(report);
+        summary.kept += kept;
         summary.runs += 1;
         summary.rows += queue.len();
         if queue.len() < BATCH {
@@ -316,12 +321,13 @@ impl Drop for WriterSlot<'_> {
     }
 }
 
-/// One targeted reconcile over `queue`, and the queue rows settled after it.
+/// One targeted reconcile over `queue`, and the queue rows settled after it. Returns the run's
+/// report and how many rows stay queued for another try.
 async fn work_off(
     engine: &Engine,
     queue: &[QueuedHint],
     cancel: &CancellationToken,
-) -> Result<crate::sync::RunReport, crate::store::StoreError> {
+) -> Result<(crate::sync::RunReport, usize), crate::store::StoreError> {
     let mut targets = Targets::default();
     for h in queue {
         match h.kind {
@@ -340,7 +346,7 @@ async fn work_off(
     let out = engine.run_targeted(&targets, cancel).await;
     if cancel.is_cancelled() && out.report.outcome == Outcome::Failed {
         // Stopped: everything stays queued, and no attempt is counted.
-        return Ok(out.report);
+        return Ok((out.report, queue.len()));
     }
     let failed_whole = out.report.outcome == Outcome::Failed;
     let (failed, done): (Vec<QueuedHint>, Vec<QueuedHint>) = queue.iter().cloned().partition(|h| {
@@ -360,10 +366,12 @@ async fn work_off(
         .map(|(c, _)| c)
         .max_by_key(|c| c.published)
         .cloned();
+    let tried = failed.len();
     let dropped = engine
         .store
         .call(move |s| s.events_done(&done, &failed, last.as_ref(), Utc::now()))
         .await?;
+    let kept = tried - dropped.len();
     for d in dropped {
         tracing::warn!(
             subject = %d.okta_id,
@@ -374,7 +382,7 @@ async fn work_off(
     }
     let held = engine.store.call(|s| s.event_held()).await?;
     engine.metrics.events.set_held(held.len() as i64);
-    Ok(out.report)
+    Ok((out.report, kept))
 }
 
 /// The event worker of the daemon: polls the System Log every `[events] poll_interval` (when
@@ -425,11 +433,11 @@ pub async fn worker(
                 },
             }
         }
-        let busy = match drain(&engine, &state, &cancel).await {
-            Ok(s) => s.busy,
+        let (busy, kept) = match drain(&engine, &state, &cancel).await {
+            Ok(s) => (s.busy, s.kept > 0),
             Err(e) => {
                 tracing::error!(error = %e, "working off the event queue failed; trying again shortly");
-                true
+                (true, false)
             }
         };
         let until_poll = if cfg.system_log {
@@ -439,6 +447,9 @@ pub async fn worker(
         };
         let wait = if busy {
             until_poll.min(BUSY_RETRY)
+        } else if kept {
+            // Work that failed is tried again after a poll interval, hook deliveries or not.
+            until_poll.min(cfg.poll_interval)
         } else {
             until_poll
         };

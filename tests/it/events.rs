@@ -15,6 +15,7 @@ use okta_postman_sync::daemon::schedule::DaemonState;
 use okta_postman_sync::events::{self, DrainSummary};
 use okta_postman_sync::store::Store;
 use okta_postman_sync::sync::{Engine, RunOptions};
+use okta_postman_sync_sim::FaultConfig;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -892,5 +893,35 @@ async fn a_targeted_run_settles_an_interrupted_create_before_planning() {
     assert!(pending.is_empty(), "{pending:?}");
     let members = w.members_without_duplicates();
     assert_eq!(members["ann.lee@example.com"].given_name, "Anne");
+    w.assert_snapshot_matches_postman();
+}
+
+#[tokio::test]
+async fn a_write_that_failed_during_a_postman_outage_is_retried_without_waiting_for_the_schedule() {
+    let w = polling_world().await;
+    let ann = w.okta_user("Ann", "Lee");
+    let engine = w.engine();
+    w.run_full().await;
+    w.postman.set_faults(FaultConfig {
+        rate_503: 1.0,
+        ..FaultConfig::default()
+    });
+    w.okta.set_name(&ann, "Anne", "Lee").expect("rename");
+    let down = poll_and_drain(&engine).await;
+    assert_eq!(down.kept, 1, "the rename stays queued: {down:?}");
+    assert_eq!(
+        w.member("ann.lee@example.com").expect("ann").given_name,
+        "Ann"
+    );
+
+    // Postman is back; no new event, no scheduled run: the next pass writes it.
+    w.postman.set_faults(FaultConfig::default());
+    let back = poll_and_drain(&engine).await;
+    assert_eq!(back.runs, 1);
+    assert_eq!(back.kept, 0);
+    assert_eq!(
+        w.member("ann.lee@example.com").expect("ann").given_name,
+        "Anne"
+    );
     w.assert_snapshot_matches_postman();
 }

@@ -45,8 +45,9 @@ use read::{Known, Reader, Reread};
 /// Concurrent Okta re-reads of one targeted run: a burst is read quickly, well inside our share
 /// of the rate limit (the client paces itself on the headers anyway).
 const READ_CONCURRENCY: usize = 4;
-/// The least time one re-read (with the client's retries) may take.
-const READ_BUDGET_FLOOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// The least time one re-read (with the client's retries) may take, and the least a targeted
+/// run may spend waiting between retries in all.
+const BUDGET_FLOOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What events named: users and groups, each with the event behind it.
 #[derive(Clone, Debug, Default)]
@@ -65,8 +66,9 @@ impl Targets {
 #[derive(Debug)]
 pub struct TargetedOutcome {
     pub report: RunReport,
-    /// Users whose re-read failed (nothing was planned for them), or whose groups could not be
-    /// looked up (their memberships wait): keep them queued.
+    /// Users to keep queued and try again at the next poll interval: their re-read failed
+    /// (nothing was planned for them), their groups could not be looked up, or a write for
+    /// them failed or did not run.
     pub failed_users: BTreeSet<OktaUserId>,
     /// Groups whose members could not be read.
     pub failed_groups: BTreeSet<OktaGroupId>,
@@ -134,9 +136,13 @@ impl Engine {
             held: Vec::new(),
             applied: Vec::new(),
         };
-        self.targeted_inner(targets, cancel, &mut out, nothing_written)
-            .instrument(span.clone())
-            .await;
+        // Fast recovery: the run's retrying is bounded in total (crate::retry::with_run_budget),
+        // as a scheduled run's is; what it could not do stays queued for the next poll interval.
+        let budget = self.event_budget();
+        let inner = self
+            .targeted_inner(targets, cancel, &mut out, nothing_written)
+            .instrument(span.clone());
+        crate::retry::with_run_budget(budget, inner).await;
         let report = &mut out.report;
         report.finished_at = Utc::now();
         self.metrics
@@ -171,11 +177,17 @@ impl Engine {
             deactivate = report.counts.deactivate,
             reactivate = report.counts.reactivate,
             held = out.held.len(),
-            failed_reads = out.failed_users.len() + out.failed_groups.len(),
+            kept_queued = out.failed_users.len() + out.failed_groups.len(),
             seconds = clock.elapsed().as_secs_f64(),
             "targeted run finished"
         );
         out
+    }
+
+    /// The time bound of event work: one read of a targeted run, and the waits between retries
+    /// of the whole run — max(3 × `[events] poll_interval`, 10 s).
+    fn event_budget(&self) -> std::time::Duration {
+        (self.config.events.poll_interval * 3).max(BUDGET_FLOOR)
     }
 
     async fn targeted_inner(
@@ -236,7 +248,7 @@ impl Engine {
 
         // Fast recovery: during an Okta outage one read must not hold the writer slot for the
         // client's whole retry budget, nor each of a thousand reads in turn (see [`Reader`]).
-        let reader = Reader::new((self.config.events.poll_interval * 3).max(READ_BUDGET_FLOOR));
+        let reader = Reader::new(self.event_budget());
         let known = Known {
             users: &snapshot,
             groups: &group_snapshot,
@@ -272,6 +284,7 @@ impl Engine {
             gone,
             ..
         } = reread;
+        let assigned: BTreeSet<OktaUserId> = desired.users.keys().cloned().collect();
 
         // The snapshot restricted to the users read: a managed user this run did not re-read
         // is not "missing from Okta", it is simply not part of this run.
@@ -446,6 +459,13 @@ impl Engine {
         };
         let (statuses, fatal) = applier.apply(&plan, &on_done).await;
         out.applied = done_at.into_inner().unwrap_or_else(|p| p.into_inner());
+        // A write that failed or did not run (Postman down, the run stopped) is tried again at
+        // the next poll interval, not left to the next scheduled run.
+        for (op, status) in plan.operations.iter().zip(&statuses) {
+            if !matches!(status, OpStatus::Done { .. }) {
+                out.failed_users.insert(op.okta_id.clone());
+            }
+        }
         if record(&mut out.report, &plan.operations, statuses) {
             out.report.raise(Outcome::Partial);
         }
@@ -479,10 +499,26 @@ impl Engine {
             cancel: cancel.clone(),
         };
         let (statuses, fatal) = applier.apply(&group_plan).await;
+        let mut unfinished = false;
         for (op, status) in group_plan.operations.iter().zip(&statuses) {
-            if let (OpStatus::Done { .. }, Some(cause)) = (status, causes.get(&op.okta_id)) {
-                out.applied.push((cause.clone(), Utc::now()));
+            match (status, causes.get(&op.okta_id)) {
+                (OpStatus::Done { .. }, Some(cause)) => {
+                    out.applied.push((cause.clone(), Utc::now()))
+                }
+                (OpStatus::Done { .. }, None) => {}
+                _ => {
+                    unfinished = true;
+                    if targets.groups.contains_key(&op.okta_id) {
+                        out.failed_groups.insert(op.okta_id.clone());
+                    }
+                }
             }
+        }
+        // Which user's event moved a group is not kept per operation: every user re-read as
+        // assigned is tried again (a re-read, then only what is still missing is written).
+        if unfinished {
+            out.failed_users
+                .extend(users.keys().filter(|u| assigned.contains(*u)).cloned());
         }
         if record(&mut out.report, &group_plan.operations, statuses) {
             out.report.raise(Outcome::Partial);

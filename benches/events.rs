@@ -1,8 +1,9 @@
 //! Near-real-time benchmark (issue 14): the daemon (in-process, as `run` builds it) against the
 //! Okta and Postman simulators on 127.0.0.1, with the schedule slowed to once a day so only
 //! events move Postman. Prints, per mode, the latency from an Okta change to the Postman write
-//! (p50, p95, max over `--changes` changes of four kinds: rename, suspend, unassign, new
-//! assignment), and the idle cost (Okta and Postman requests while nothing changes).
+//! (p50, p95, max over `--changes` changes of five kinds: rename, suspend, unassign, new
+//! assignment, joining a pushed group), and the idle cost (Okta and Postman requests while
+//! nothing changes). Group push is on, with one pushed group of the users no change touches.
 //!
 //! Modes: `polling` (System Log every `--poll` seconds, default 2) and `hook` (a deliverer task
 //! plays Okta: it tails the fake's System Log every 10 ms and POSTs new events to
@@ -169,6 +170,13 @@ level = "error"
         okta.assign_user(&id).expect("assign");
         ids.push(id);
     }
+    // A pushed group holding the users no change touches: group push is on, as it is for most
+    // teams, so every re-read also looks up the user's groups.
+    let eng = okta.add_group("Engineering");
+    okta.assign_group(&eng).expect("assign group");
+    for id in ids.iter().skip(args.changes) {
+        okta.add_member(&eng, id).expect("member");
+    }
     let store = Store::open(&dir.path().join("state.db")).expect("store");
     let engine = Arc::new(
         build_engine(
@@ -265,7 +273,7 @@ level = "error"
     {
         if made < args.changes && Instant::now() >= next_change {
             let i = made;
-            let kind = (i % 4) as u8;
+            let kind = (i % 5) as u8;
             let name = match kind {
                 0 => {
                     okta.set_name(&ids[i], &format!("Renamed{i}"), "Bench")
@@ -280,7 +288,7 @@ level = "error"
                     okta.unassign_user(&ids[i]).expect("unassign");
                     format!("user{i}@example.com")
                 }
-                _ => {
+                3 => {
                     let id = okta.add_user(UserSpec::new(
                         &format!("new{i}@example.com"),
                         "New",
@@ -289,13 +297,26 @@ level = "error"
                     okta.assign_user(&id).expect("assign");
                     format!("new{i}@example.com")
                 }
+                _ => {
+                    okta.add_member(&eng, &ids[i]).expect("joins the group");
+                    format!("user{i}@example.com")
+                }
             };
             pending.insert(i, (Instant::now(), name, kind));
             made += 1;
             next_change += Duration::from_millis(50);
         }
-        let users: BTreeMap<String, (bool, String)> = postman
-            .users()
+        let all = postman.users();
+        let in_group: std::collections::BTreeSet<String> = postman
+            .group_by_name("Engineering")
+            .map(|g| {
+                all.iter()
+                    .filter(|u| g.members.contains(&u.id))
+                    .map(|u| u.user_name.to_lowercase())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let users: BTreeMap<String, (bool, String)> = all
             .into_iter()
             .map(|u| (u.user_name.to_lowercase(), (u.active, u.given_name)))
             .collect();
@@ -304,6 +325,7 @@ level = "error"
                 (0, Some((_, given))) => *given == format!("Renamed{i}"),
                 (1 | 2, Some((active, _))) => !active,
                 (3, Some((active, _))) => *active,
+                (4, Some(_)) => in_group.contains(name.as_str()),
                 _ => false,
             };
             if done {

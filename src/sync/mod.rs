@@ -238,22 +238,7 @@ impl Engine {
                 .set_last_success(report.finished_at.timestamp_millis() as f64 / 1000.0);
         }
         if self.writable && !opts.dry_run {
-            let counts = serde_json::to_value(&report.counts).unwrap_or_default();
-            let errors = serde_json::to_value(&report.errors).unwrap_or_default();
-            let (id, finished, outcome) = (
-                report.run_id.clone(),
-                report.finished_at,
-                report.outcome.as_str(),
-            );
-            if let Err(e) = self
-                .store
-                .call(move |s| s.run_finished(&id, finished, outcome, &counts, &errors))
-                .await
-            {
-                tracing::error!(error = %e, "could not record the run");
-                report.errors.push(e.to_string());
-                report.raise(Outcome::Failed);
-            }
+            self.record_finished(&mut report).await;
             // The journal is also the audit trail `history` reads: keep `[sync] history_for`
             // of it (the prune never drops a row recovery still needs).
             let cutoff = report.finished_at
@@ -283,6 +268,27 @@ impl Engine {
             "run finished"
         );
         report
+    }
+
+    /// Records the end of a run (its outcome, counts and errors) in the store. A failure to do
+    /// so fails the run: its writes are journalled, but `status` and `history` would not know it.
+    async fn record_finished(&self, report: &mut RunReport) {
+        let counts = serde_json::to_value(&report.counts).unwrap_or_default();
+        let errors = serde_json::to_value(&report.errors).unwrap_or_default();
+        let (id, finished, outcome) = (
+            report.run_id.clone(),
+            report.finished_at,
+            report.outcome.as_str(),
+        );
+        if let Err(e) = self
+            .store
+            .call(move |s| s.run_finished(&id, finished, outcome, &counts, &errors))
+            .await
+        {
+            tracing::error!(error = %e, run_id = %report.run_id, "could not record the run");
+            report.errors.push(e.to_string());
+            report.raise(Outcome::Failed);
+        }
     }
 
     /// Updates the gauges that describe the store (managed users, quarantine, unmanaged).

@@ -149,22 +149,7 @@ impl Engine {
             .run_finished(report.outcome.as_str(), clock.elapsed().as_secs_f64());
         self.metrics.events.targeted(report.outcome.as_str());
         if self.writable {
-            let counts = serde_json::to_value(&report.counts).unwrap_or_default();
-            let errors = serde_json::to_value(&report.errors).unwrap_or_default();
-            let (id, finished, outcome) = (
-                report.run_id.clone(),
-                report.finished_at,
-                report.outcome.as_str(),
-            );
-            if let Err(e) = self
-                .store
-                .call(move |s| s.run_finished(&id, finished, outcome, &counts, &errors))
-                .await
-            {
-                tracing::error!(error = %e, "could not record the targeted run");
-                report.errors.push(e.to_string());
-                report.raise(Outcome::Failed);
-            }
+            self.record_finished(report).await;
             self.refresh_gauges().await;
         }
         tracing::info!(

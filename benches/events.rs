@@ -19,20 +19,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use okta_postman_sync::bootstrap::build_engine;
-use okta_postman_sync::config::Config;
 use okta_postman_sync::daemon::run_with;
 use okta_postman_sync::daemon::schedule::DaemonState;
-use okta_postman_sync::metrics::Metrics;
 use okta_postman_sync::retry::RetryPolicy;
-use okta_postman_sync::store::{Store, StoreHandle};
-use okta_postman_sync::sync::RunOptions;
-use okta_postman_sync_sim::okta::{FakeOkta, OktaSimConfig, UserSpec};
-use okta_postman_sync_sim::postman::{FakePostman, PostmanSimConfig};
+use okta_postman_sync_sim::okta::{FakeOkta, UserSpec};
 use tokio_util::sync::CancellationToken;
 
-const OKTA_TOKEN: &str = "bench-okta-token-0123456789";
-const POSTMAN_KEY: &str = "bench-postman-key-abcdef";
+mod support;
+use support::Sims;
+
 const HOOK_SECRET: &str = "bench-hook-secret-0123456789";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -97,28 +92,10 @@ fn okta_requests(o: &FakeOkta) -> u64 {
 }
 
 async fn bench(mode: Mode, args: &Args) {
-    let okta = Arc::new(
-        FakeOkta::start(OktaSimConfig {
-            token: OKTA_TOKEN.to_string().into(),
-            apps_limit_per_minute: 1_000_000,
-            groups_limit_per_minute: 1_000_000,
-            ..OktaSimConfig::default()
-        })
-        .await
-        .expect("okta"),
-    );
-    let postman = FakePostman::start(PostmanSimConfig {
-        api_key: POSTMAN_KEY.to_string().into(),
-        writes_per_minute: args.limit,
-        reads_per_minute: 1_000_000,
-        ..PostmanSimConfig::default()
-    })
-    .await
-    .expect("postman");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("okta-token"), OKTA_TOKEN).expect("token");
-    std::fs::write(dir.path().join("postman-key"), POSTMAN_KEY).expect("key");
-    std::fs::write(dir.path().join("hook-secret"), HOOK_SECRET).expect("secret");
+    let sims = Sims::start(args.limit).await;
+    let (okta, postman) = (&sims.okta, &sims.postman);
+    let dir = sims.dir.path();
+    std::fs::write(dir.join("hook-secret"), HOOK_SECRET).expect("secret");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -127,49 +104,14 @@ async fn bench(mode: Mode, args: &Args) {
         Mode::Polling => format!("system_log = true\npoll_interval = \"{}s\"", args.poll),
         Mode::Hook => format!(
             "hook = true\nhook_secret_file = \"{}/hook-secret\"",
-            dir.path().display()
+            dir.display()
         ),
     };
-    let config = format!(
-        r#"
-[okta]
-org_url = "{okta}"
-app_id = "{app}"
-api_token_file = "{dir}/okta-token"
-[postman]
-scim_url = "{scim}"
-api_key_file = "{dir}/postman-key"
-writes_per_minute = {limit}
-reads_per_minute = 100000
-[sync]
-state_path = "{dir}/state.db"
-schedule = "0 0 3 * * *"
-max_deactivations = 100000
-[server]
-listen = "{addr}"
-[events]
-{events}
-guard_window = "1m"
-[log]
-level = "error"
-"#,
-        okta = okta.base_url(),
-        app = okta.app_id(),
-        scim = postman.scim_url(),
-        dir = dir.path().display(),
-        limit = args.limit,
+    let config = sims.config(
+        "0 0 3 * * *",
+        &format!("[server]\nlisten = \"{addr}\"\n[events]\n{events}\nguard_window = \"1m\""),
     );
-    let config = Arc::new(Config::parse(&config).expect("config"));
-    let mut ids = Vec::new();
-    for i in 0..args.users {
-        let id = okta.add_user(UserSpec::new(
-            &format!("user{i}@example.com"),
-            &format!("User{i}"),
-            "Bench",
-        ));
-        okta.assign_user(&id).expect("assign");
-        ids.push(id);
-    }
+    let ids = sims.populate(args.users);
     // A pushed group holding the users no change touches: group push is on, as it is for most
     // teams, so every re-read also looks up the user's groups.
     let eng = okta.add_group("Engineering");
@@ -177,33 +119,11 @@ level = "error"
     for id in ids.iter().skip(args.changes) {
         okta.add_member(&eng, id).expect("member");
     }
-    let store = Store::open(&dir.path().join("state.db")).expect("store");
-    let engine = Arc::new(
-        build_engine(
-            Arc::clone(&config),
-            StoreHandle::new(store),
-            true,
-            Arc::new(Metrics::new()),
-            RetryPolicy::default(),
-        )
-        .expect("engine"),
-    );
-    let first_started = Instant::now();
-    let first = engine
-        .run(
-            &RunOptions {
-                full: true,
-                ..RunOptions::default()
-            },
-            &CancellationToken::new(),
-            None,
-        )
-        .await;
-    assert_eq!(first.outcome.as_str(), "ok");
+    let (engine, took) = sims.converged_engine(config, RetryPolicy::default()).await;
     eprintln!(
         "{mode:?}: initial full run of {} users: {:.1} s",
         args.users,
-        first_started.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
     let cancel = CancellationToken::new();
     let state = Arc::new(DaemonState::default());
@@ -226,12 +146,12 @@ level = "error"
                 .unwrap_or(if mode == Mode::Polling { 20 } else { 10 }),
         );
     let (o0, p0) = (
-        okta_requests(&okta),
+        okta_requests(okta),
         postman.stats().requests.by_method.values().sum::<u64>(),
     );
     tokio::time::sleep(idle_for).await;
     let (o1, p1) = (
-        okta_requests(&okta),
+        okta_requests(okta),
         postman.stats().requests.by_method.values().sum::<u64>(),
     );
     let per_hour = |n: u64| n as f64 * 3600.0 / idle_for.as_secs_f64();
@@ -241,7 +161,7 @@ level = "error"
     let deliverer = (mode == Mode::Hook).then(|| {
         let stop = stop_deliverer.clone();
         let url = format!("http://{addr}/okta/events");
-        let source = Arc::clone(&okta);
+        let source = Arc::clone(okta);
         tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut sent = 0usize;

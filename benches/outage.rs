@@ -18,20 +18,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use okta_postman_sync::bootstrap::{build_engine, daemon_retry};
-use okta_postman_sync::config::Config;
+use okta_postman_sync::bootstrap::daemon_retry;
 use okta_postman_sync::daemon::run_with;
 use okta_postman_sync::daemon::schedule::DaemonState;
-use okta_postman_sync::metrics::Metrics;
-use okta_postman_sync::store::{Store, StoreHandle};
-use okta_postman_sync::sync::RunOptions;
+use okta_postman_sync::store::Store;
 use okta_postman_sync_sim::faults::FaultConfig;
-use okta_postman_sync_sim::okta::{FakeOkta, OktaSimConfig, UserSpec};
-use okta_postman_sync_sim::postman::{FakePostman, PostmanSimConfig};
 use tokio_util::sync::CancellationToken;
 
-const OKTA_TOKEN: &str = "bench-okta-token-0123456789";
-const POSTMAN_KEY: &str = "bench-postman-key-abcdef";
+mod support;
+use support::Sims;
+
 const PERIOD: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -110,90 +106,19 @@ fn secs(d: chrono::Duration) -> f64 {
 }
 
 async fn bench(scenario: Scenario, args: &Args) {
-    let okta = FakeOkta::start(OktaSimConfig {
-        token: OKTA_TOKEN.to_string().into(),
-        apps_limit_per_minute: 1_000_000,
-        groups_limit_per_minute: 1_000_000,
-        ..OktaSimConfig::default()
-    })
-    .await
-    .expect("okta");
-    let postman = FakePostman::start(PostmanSimConfig {
-        api_key: POSTMAN_KEY.to_string().into(),
-        writes_per_minute: 100_000,
-        reads_per_minute: 1_000_000,
-        ..PostmanSimConfig::default()
-    })
-    .await
-    .expect("postman");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("okta-token"), OKTA_TOKEN).expect("token");
-    std::fs::write(dir.path().join("postman-key"), POSTMAN_KEY).expect("key");
+    let sims = Sims::start(100_000).await;
+    let (okta, postman) = (&sims.okta, &sims.postman);
     let events = match args.poll {
         Some(p) => format!("[events]\nsystem_log = true\npoll_interval = \"{p}s\""),
         None => String::new(),
     };
-    let config = format!(
-        r#"
-[okta]
-org_url = "{okta}"
-app_id = "{app}"
-api_token_file = "{dir}/okta-token"
-[postman]
-scim_url = "{scim}"
-api_key_file = "{dir}/postman-key"
-writes_per_minute = 100000
-reads_per_minute = 100000
-[sync]
-state_path = "{dir}/state.db"
-schedule = "*/{period} * * * * *"
-max_deactivations = 100000
-{events}
-[log]
-level = "error"
-"#,
-        okta = okta.base_url(),
-        app = okta.app_id(),
-        scim = postman.scim_url(),
-        dir = dir.path().display(),
-        period = PERIOD.as_secs(),
-    );
-    let config = Arc::new(Config::parse(&config).expect("config"));
-    let mut ids = Vec::new();
-    for i in 0..args.users {
-        let id = okta.add_user(UserSpec::new(
-            &format!("user{i}@example.com"),
-            &format!("User{i}"),
-            "Bench",
-        ));
-        okta.assign_user(&id).expect("assign");
-        ids.push(id);
-    }
-    let state_path = dir.path().join("state.db");
-    let store = Store::open(&state_path).expect("store");
+    let schedule = format!("*/{} * * * * *", PERIOD.as_secs());
+    let config = sims.config(&schedule, &events);
+    let ids = sims.populate(args.users);
+    let state_path = sims.dir.path().join("state.db");
     // The retry policy `run` builds the daemon with (`bootstrap::assemble_daemon`).
     let retry = daemon_retry(&config.sync.schedule, Utc::now());
-    let engine = Arc::new(
-        build_engine(
-            Arc::clone(&config),
-            StoreHandle::new(store),
-            true,
-            Arc::new(Metrics::new()),
-            retry,
-        )
-        .expect("engine"),
-    );
-    let first = engine
-        .run(
-            &RunOptions {
-                full: true,
-                ..RunOptions::default()
-            },
-            &CancellationToken::new(),
-            None,
-        )
-        .await;
-    assert_eq!(first.outcome.as_str(), "ok");
+    let (engine, _) = sims.converged_engine(config, retry).await;
     let cancel = CancellationToken::new();
     let state = Arc::new(DaemonState::default());
     let daemon = tokio::spawn(run_with(

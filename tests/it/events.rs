@@ -64,22 +64,10 @@ async fn each_event_kind_reaches_postman_with_the_event_in_its_reason() {
     let deactivated = w.okta_user("Dee", "Activated");
     let group = w.okta.add_group("Engineering");
     w.okta.assign_group(&group).expect("assign group");
-    let left = w.okta.add_user(okta_postman_sync_sim::UserSpec::new(
-        "lea.ving@example.com",
-        "Lea",
-        "Ving",
-    ));
-    w.okta.add_member(&group, &left).expect("member");
+    let left = w.okta_group_member(&group, "Lea", "Ving");
     let dropped_group = w.okta.add_group("Contractors");
     w.okta.assign_group(&dropped_group).expect("assign group");
-    let contractor = w.okta.add_user(okta_postman_sync_sim::UserSpec::new(
-        "con.tractor@example.com",
-        "Con",
-        "Tractor",
-    ));
-    w.okta
-        .add_member(&dropped_group, &contractor)
-        .expect("member");
+    w.okta_group_member(&dropped_group, "Con", "Tractor");
     let engine = w.engine();
     let first = engine
         .run(
@@ -105,12 +93,7 @@ async fn each_event_kind_reaches_postman_with_the_event_in_its_reason() {
     w.okta
         .unassign_group(&dropped_group)
         .expect("unassign group");
-    let joined = w.okta.add_user(okta_postman_sync_sim::UserSpec::new(
-        "jo.ined@example.com",
-        "Jo",
-        "Ined",
-    ));
-    w.okta.add_member(&group, &joined).expect("join group");
+    w.okta_group_member(&group, "Jo", "Ined");
     let assigned = w.okta_user("New", "Comer");
 
     let summary = poll_and_drain(&engine).await;
@@ -830,12 +813,7 @@ async fn a_deleted_group_s_members_are_re_read_from_what_was_pushed_to_it() {
     w.okta_user("Ann", "Lee");
     let temps = w.okta.add_group("Temps");
     w.okta.assign_group(&temps).expect("assign group");
-    let tom = w.okta.add_user(okta_postman_sync_sim::UserSpec::new(
-        "tom.temp@example.com",
-        "Tom",
-        "Temp",
-    ));
-    w.okta.add_member(&temps, &tom).expect("member");
+    w.okta_group_member(&temps, "Tom", "Temp");
     let engine = w.engine();
     w.run_full().await;
     assert!(active(&w, "tom.temp@example.com"));

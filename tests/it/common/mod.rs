@@ -191,15 +191,33 @@ level = "warn"
         .await
     }
 
-    /// Adds and assigns an Okta user `first.last@example.com`.
-    pub fn okta_user(&self, first: &str, last: &str) -> OktaUserId {
+    /// Adds an Okta user `first.last@example.com`, assigned to nothing yet.
+    fn okta_person(&self, first: &str, last: &str) -> OktaUserId {
         let email = format!(
             "{}.{}@example.com",
             first.to_lowercase(),
             last.to_lowercase()
         );
-        let id = self.okta.add_user(UserSpec::new(&email, first, last));
+        self.okta.add_user(UserSpec::new(&email, first, last))
+    }
+
+    /// Adds and assigns an Okta user `first.last@example.com`.
+    pub fn okta_user(&self, first: &str, last: &str) -> OktaUserId {
+        let id = self.okta_person(first, last);
         self.okta.assign_user(&id).expect("assign");
+        id
+    }
+
+    /// An Okta user `first.last@example.com` who has the app only through `group` (a member of
+    /// it, not assigned directly).
+    pub fn okta_group_member(
+        &self,
+        group: &okta_postman_sync_sim::OktaGroupId,
+        first: &str,
+        last: &str,
+    ) -> OktaUserId {
+        let id = self.okta_person(first, last);
+        self.okta.add_member(group, &id).expect("member");
         id
     }
 

@@ -248,8 +248,8 @@ impl Store {
 
     /// After a targeted reconcile: removes the rows it finished (only while they still carry the
     /// event it worked from: a newer event that arrived meanwhile keeps its row), counts an
-    /// attempt on the rows whose re-read failed and drops those past `MAX_ATTEMPTS` (returned,
-    /// for the log), and records the last event applied.
+    /// attempt on the rows to try again (a re-read or a write failed) and drops those past
+    /// `MAX_ATTEMPTS` (returned, for the log), and records the last event applied.
     pub fn events_done(
         &mut self,
         done: &[QueuedHint],

@@ -33,9 +33,12 @@ impl Trigger {
         Self::new("schedule")
     }
 
-    /// A targeted reconcile of the users Okta events named (issue 14).
+    /// What a targeted reconcile of the users Okta events named (issue 14) records.
+    pub const EVENT: &'static str = "event";
+
+    /// A targeted reconcile of the users Okta events named.
     pub fn event() -> Self {
-        Self::new("event")
+        Self::new(Self::EVENT)
     }
 
     pub fn as_str(&self) -> &str {

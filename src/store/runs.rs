@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use super::{ts, Store, StoreError};
+use super::{ts, Store, StoreError, Trigger};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RunRecord {
@@ -27,7 +27,7 @@ impl RunRecord {
     /// The run's kind for people: `event` (a targeted reconcile), `full` or `incremental`.
     pub fn kind(&self) -> &'static str {
         match (self.trigger.as_deref(), self.full) {
-            (Some("event"), _) => "event",
+            (Some(t), _) if t == Trigger::EVENT => "event",
             (_, true) => "full",
             (_, false) => "incremental",
         }

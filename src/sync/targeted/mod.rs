@@ -269,7 +269,6 @@ impl Engine {
             gone,
             ..
         } = reread;
-        let assigned: BTreeSet<OktaUserId> = desired.users.keys().cloned().collect();
 
         // The snapshot restricted to the users read: a managed user this run did not re-read
         // is not "missing from Okta", it is simply not part of this run.
@@ -502,8 +501,7 @@ impl Engine {
         // Which user's event moved a group is not kept per operation: every user re-read as
         // assigned is tried again (a re-read, then only what is still missing is written).
         if unfinished {
-            out.failed_users
-                .extend(users.keys().filter(|u| assigned.contains(*u)).cloned());
+            out.failed_users.extend(desired.users.keys().cloned());
         }
         if record(&mut out.report, &group_plan.operations, statuses) {
             out.report.raise(Outcome::Partial);

@@ -14,6 +14,13 @@ use crate::model::{DesiredGroup, ManagedGroup, ManagedUser, OktaGroupId, OktaUse
 use crate::sync::groups::plan::GroupRead;
 use crate::sync::groups::read::GroupInputs;
 
+/// Managed users by their Postman id: the user snapshot read backwards, built once per run.
+pub type ByScim<'a> = BTreeMap<&'a ScimUserId, &'a OktaUserId>;
+
+pub fn by_scim(users: &BTreeMap<OktaUserId, ManagedUser>) -> ByScim<'_> {
+    users.values().map(|u| (&u.scim_id, &u.okta_id)).collect()
+}
+
 /// What the targeted run learnt from Okta about groups, before any write.
 #[derive(Debug, Default)]
 pub struct Seen {
@@ -75,11 +82,9 @@ pub fn to_read(
 pub fn inputs(
     affected: &BTreeSet<OktaGroupId>,
     seen: &Seen,
-    users: &BTreeMap<OktaUserId, ManagedUser>,
+    by_scim: &ByScim<'_>,
     groups: &BTreeMap<OktaGroupId, ManagedGroup>,
 ) -> GroupInputs {
-    let by_scim: BTreeMap<&ScimUserId, &OktaUserId> =
-        users.values().map(|u| (&u.scim_id, &u.okta_id)).collect();
     let mut read = GroupRead::default();
     let mut snapshot = BTreeMap::new();
     for id in affected {
@@ -196,7 +201,7 @@ mod tests {
             "sales names nobody re-read"
         );
         assert!(to_read(&affected, &seen, &groups).is_empty());
-        let inputs = inputs(&affected, &seen, &users, &groups);
+        let inputs = inputs(&affected, &seen, &by_scim(&users), &groups);
         let plan = inputs.plan(&users, &GroupPolicy::default());
         let kinds: Vec<(String, &GroupAction)> = plan
             .operations
@@ -232,7 +237,7 @@ mod tests {
             vec![OktaGroupId::new("new")]
         );
         // Until `new` is read it is not planned at all (never created with a guessed roster).
-        let inputs = inputs(&affected, &seen, &users, &groups);
+        let inputs = inputs(&affected, &seen, &by_scim(&users), &groups);
         assert_eq!(inputs.read.groups.len(), 1);
         assert_eq!(
             inputs.read.groups[&OktaGroupId::new("eng")].members,
@@ -252,7 +257,7 @@ mod tests {
         };
         let affected = affected(&seen, &users, &groups);
         assert_eq!(affected, gids(&["eng"]));
-        let inputs = inputs(&affected, &seen, &users, &groups);
+        let inputs = inputs(&affected, &seen, &by_scim(&users), &groups);
         assert_eq!(inputs.snapshot.len(), 1);
         let plan = inputs.plan(
             &users,

@@ -40,6 +40,7 @@ use crate::store::{EventCause, HeldDeactivation, Trigger};
 mod groups;
 mod read;
 
+use groups as group_targets;
 use read::{Known, Reader, Reread};
 
 /// Concurrent Okta re-reads of one targeted run: a burst is read quickly, well inside our share
@@ -234,8 +235,10 @@ impl Engine {
         // Fast recovery: during an Okta outage one read must not hold the writer slot for the
         // client's whole retry budget, nor each of a thousand reads in turn (see [`Reader`]).
         let reader = Reader::new(self.event_budget());
+        let by_scim = group_targets::by_scim(&snapshot);
         let known = Known {
             users: &snapshot,
+            by_scim: &by_scim,
             groups: &group_snapshot,
         };
         let Some(mut reread) = self.reread(targets, known, &reader, cancel, out).await else {

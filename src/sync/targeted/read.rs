@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::groups as group_targets;
 use super::{gone_reason, TargetedOutcome, Targets, READ_CONCURRENCY};
-use crate::model::{ManagedGroup, ManagedUser, OktaGroupId, OktaRead, OktaUserId, ScimUserId};
+use crate::model::{ManagedGroup, ManagedUser, OktaGroupId, OktaRead, OktaUserId};
 use crate::okta::{AppUserRead, OktaError};
 use crate::store::EventCause;
 use crate::sync::groups::plan::select_groups;
@@ -100,6 +100,8 @@ pub(super) struct Reread {
 #[derive(Clone, Copy)]
 pub(super) struct Known<'a> {
     pub users: &'a BTreeMap<OktaUserId, ManagedUser>,
+    /// `users` by Postman id.
+    pub by_scim: &'a group_targets::ByScim<'a>,
     pub groups: &'a BTreeMap<OktaGroupId, ManagedGroup>,
 }
 
@@ -116,11 +118,7 @@ impl Engine {
         // Groups an event named: their members are the users to re-read (docs/okta-api.md#groups:
         // a group assigned to the app makes its members app users). A group Okta no longer has
         // (deleted) is re-read as the members the snapshot last pushed to it.
-        let by_scim: BTreeMap<&ScimUserId, &OktaUserId> = known
-            .users
-            .values()
-            .map(|u| (&u.scim_id, &u.okta_id))
-            .collect();
+        let by_scim = known.by_scim;
         let mut causes = targets.users.clone();
         let mut seen = group_targets::Seen::default();
         for (gid, cause) in &targets.groups {
@@ -246,7 +244,11 @@ impl Engine {
         group_causes: &BTreeMap<OktaGroupId, EventCause>,
         out: &mut TargetedOutcome,
     ) -> Option<(GroupInputs, BTreeMap<OktaGroupId, EventCause>)> {
-        let Known { users, groups } = known;
+        let Known {
+            users,
+            by_scim,
+            groups,
+        } = known;
         let Reread {
             causes: user_causes,
             desired,
@@ -315,8 +317,6 @@ impl Engine {
         }
         // The event behind each group: the group's own, else that of the first re-read user
         // who moves it (joins or leaves it in Okta, or was in it).
-        let by_scim: BTreeMap<&ScimUserId, &OktaUserId> =
-            users.values().map(|u| (&u.scim_id, &u.okta_id)).collect();
         let mut causes: BTreeMap<OktaGroupId, EventCause> = BTreeMap::new();
         for gid in &affected {
             let mut movers = seen
@@ -338,7 +338,7 @@ impl Engine {
                 causes.insert(gid.clone(), c.clone());
             }
         }
-        let inputs = group_targets::inputs(&affected, seen, users, groups);
+        let inputs = group_targets::inputs(&affected, seen, by_scim, groups);
         Some((inputs, causes))
     }
 }
